@@ -1,0 +1,1 @@
+//! Registrar and B2BUA — being written.

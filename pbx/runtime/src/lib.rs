@@ -1,0 +1,1 @@
+//! Runtime — being written.

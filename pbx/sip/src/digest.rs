@@ -1,0 +1,1 @@
+//! RFC 7616/8760 digest authentication — being written.

@@ -1,0 +1,150 @@
+//! SIP and other URIs (RFC 3261 §19.1, §25.1). SIP/SIPS URIs are parsed into parts;
+//! other schemes (tel, im, unknown ones) keep their scheme-specific part opaque in `host`
+//! so a message carrying them still parses and can be answered (416 for a Request-URI).
+
+use std::fmt;
+
+use crate::SipError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    Sip,
+    Sips,
+    Tel,
+    Other(String),
+}
+
+impl Scheme {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Scheme::Sip => "sip",
+            Scheme::Sips => "sips",
+            Scheme::Tel => "tel",
+            Scheme::Other(s) => s,
+        }
+    }
+}
+
+/// A `;name[=value]` parameter of a URI or header. Names compare case-insensitively.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param {
+    pub name: String,
+    pub value: Option<String>,
+}
+
+impl Param {
+    pub fn new(name: impl Into<String>, value: Option<&str>) -> Param {
+        Param {
+            name: name.into(),
+            value: value.map(str::to_string),
+        }
+    }
+}
+
+/// Looks a parameter up by name: `None` if absent, `Some(None)` for a flag parameter.
+pub fn find_param<'a>(params: &'a [Param], name: &str) -> Option<Option<&'a str>> {
+    params
+        .iter()
+        .find(|p| p.name.eq_ignore_ascii_case(name))
+        .map(|p| p.value.as_deref())
+}
+
+/// Sets (replacing) a parameter.
+pub fn set_param(params: &mut Vec<Param>, name: &str, value: Option<&str>) {
+    match params.iter_mut().find(|p| p.name.eq_ignore_ascii_case(name)) {
+        Some(p) => p.value = value.map(str::to_string),
+        None => params.push(Param::new(name, value)),
+    }
+}
+
+pub(crate) fn write_params(f: &mut fmt::Formatter<'_>, params: &[Param]) -> fmt::Result {
+    for p in params {
+        write!(f, ";{}", p.name)?;
+        if let Some(v) = &p.value {
+            write!(f, "={v}")?;
+        }
+    }
+    Ok(())
+}
+
+/// A URI. For `sip:`/`sips:` every field is meaningful; `user` and `password` are kept
+/// %-escaped as received (compare with [`Uri::user_unescaped`]). `host` keeps IPv6
+/// references in brackets. For any other scheme, `host` holds the whole scheme-specific
+/// part and the other fields are empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uri {
+    pub scheme: Scheme,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+    pub params: Vec<Param>,
+    /// The raw `?hname=hvalue&…` part, without the `?`.
+    pub headers: Option<String>,
+}
+
+impl Uri {
+    /// `sip:user@host[:port]`.
+    pub fn sip(user: Option<&str>, host: &str, port: Option<u16>) -> Uri {
+        Uri {
+            scheme: Scheme::Sip,
+            user: user.map(str::to_string),
+            password: None,
+            host: host.to_string(),
+            port,
+            params: Vec::new(),
+            headers: None,
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Uri, SipError> {
+        crate::parse::parse_uri(s)
+    }
+
+    pub fn is_sip(&self) -> bool {
+        matches!(self.scheme, Scheme::Sip | Scheme::Sips)
+    }
+
+    pub fn param(&self, name: &str) -> Option<Option<&str>> {
+        find_param(&self.params, name)
+    }
+
+    /// The user part with %-escapes decoded (lossy for invalid UTF-8).
+    pub fn user_unescaped(&self) -> Option<String> {
+        self.user.as_deref().map(crate::parse::unescape)
+    }
+
+    /// `host[:port]`.
+    pub fn host_port(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}:{}", self.host, p),
+            None => self.host.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.scheme.as_str())?;
+        if !self.is_sip() {
+            f.write_str(&self.host)?;
+            return write_params(f, &self.params);
+        }
+        if let Some(u) = &self.user {
+            f.write_str(u)?;
+            if let Some(p) = &self.password {
+                write!(f, ":{p}")?;
+            }
+            f.write_str("@")?;
+        }
+        f.write_str(&self.host)?;
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        write_params(f, &self.params)?;
+        if let Some(h) = &self.headers {
+            write!(f, "?{h}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! Storage — being written.

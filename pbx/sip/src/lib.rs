@@ -8,6 +8,7 @@
 //! Nothing here opens a socket, spawns a task or reads the clock: callers pass `now`.
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod digest;
 pub mod header;
 pub mod message;
@@ -17,7 +18,7 @@ pub mod uri;
 
 pub use header::{CSeq, NameAddr, Via};
 pub use message::{Header, HeaderName, Headers, Message, Method, Request, Response};
-pub use parse::{parse_datagram, parse_stream, ParseError};
+pub use parse::{parse_datagram, parse_stream, ParseError, StreamItem};
 pub use uri::{Param, Scheme, Uri};
 
 /// Errors about the content of a message that was framed correctly: a header that is

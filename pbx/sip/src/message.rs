@@ -139,7 +139,7 @@ impl HeaderName {
                 b'o' => return Event,
                 b'r' => return ReferTo,
                 b'b' => return ReferredBy,
-                b'u' => return Allow, // Allow-Events is `u`; we keep it as Other below
+                // `u` is Allow-Events (RFC 6665), not Allow: it falls through to Other below.
                 _ => {}
             }
         }

@@ -1,1 +1,32 @@
-//! Registrar and B2BUA — being written.
+//! Switchboard's call-control core: the registrar, digest authentication and the B2BUA,
+//! composed in one [`Engine`] that is a pure state machine (see `engine` for the drive
+//! contract). It owns no socket, task or clock; `switchboard-runtime` drives it.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod call;
+pub mod dialog;
+pub mod directory;
+mod engine;
+pub mod registrar;
+pub mod target;
+
+pub use call::CallOutcome;
+pub use dialog::LocalAddress;
+pub use directory::{Directory, DirectoryUser};
+pub use engine::{Engine, EngineConfig, EngineEvent, Stats, ALLOW, SUPPORTED};
+pub use registrar::{Binding, BindingChange, RegistrarConfig};
+
+use rand::Rng;
+
+/// A random tag (RFC 3261 §19.3: at least 32 bits of randomness).
+pub fn new_tag() -> String {
+    let v: u64 = rand::thread_rng().gen();
+    format!("{v:016x}")
+}
+
+/// A globally unique Call-ID for a leg we originate (§8.1.1.4).
+pub fn new_sip_call_id(host: &str) -> String {
+    let v: u128 = rand::thread_rng().gen();
+    format!("{v:032x}@{host}")
+}

@@ -1,0 +1,1100 @@
+//! Calls between registered users, as a B2BUA (RFC 3261 §6 "back-to-back user agent").
+//! The caller's leg (A) is a UAS dialog; each registered contact of the callee gets its
+//! own UAC leg (a branch, B) with a fresh Call-ID, rung in parallel. The first 2xx wins
+//! and the other branches are cancelled; afterwards requests in one dialog are re-issued
+//! in the other, and their responses carried back. SDP is passed through untouched.
+//!
+//! What this module must never do: let one leg's identifiers (Call-ID, tags, CSeq, Via)
+//! leak into the other, or keep a call alive once both legs are gone.
+
+use std::cmp::Reverse;
+use std::time::{Duration, Instant};
+
+use switchboard_sip::header::NameAddr;
+use switchboard_sip::message::reason_phrase;
+use switchboard_sip::transaction::{new_branch, ClientTxId, ServerTxId, Target};
+use switchboard_sip::{HeaderName, Method, Request, Response, Uri};
+
+use crate::auth::{AuthOutcome, Challenge};
+use crate::dialog::{without_tag, Dialog};
+use crate::engine::{Engine, EngineEvent, ALLOW};
+
+/// How a call ended, for the call log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    Answered,
+    NoAnswer,
+    Busy,
+    Rejected,
+    Failed,
+    Cancelled,
+}
+
+impl CallOutcome {
+    fn from_status(status: u16) -> CallOutcome {
+        match status {
+            200..=299 => CallOutcome::Answered,
+            486 | 600 => CallOutcome::Busy,
+            408 | 480 => CallOutcome::NoAnswer,
+            487 => CallOutcome::Cancelled,
+            403 | 603 | 606 => CallOutcome::Rejected,
+            _ => CallOutcome::Failed,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Answered => "answered",
+            CallOutcome::NoAnswer => "no_answer",
+            CallOutcome::Busy => "busy",
+            CallOutcome::Rejected => "rejected",
+            CallOutcome::Failed => "failed",
+            CallOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What a client transaction is for.
+#[derive(Debug, Clone)]
+pub(crate) enum ClientRole {
+    /// The initial INVITE toward one of the callee's contacts.
+    Branch(usize),
+    /// A request re-issued from the other leg; its response answers `server`.
+    Relay {
+        server: ServerTxId,
+        request: Box<Request>,
+        from_a: bool,
+    },
+    /// A request of our own (BYE) whose answer changes nothing.
+    Own,
+}
+
+/// What a server transaction is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ServerRole {
+    Invite,
+    Relay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallState {
+    /// Branches ringing; the caller's INVITE is unanswered.
+    Ringing,
+    /// A 2xx went to the caller; waiting for its ACK.
+    Answered,
+    Established,
+    /// The caller has its final answer; branches are still being cleaned up.
+    Ending,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BranchState {
+    Calling,
+    Early,
+    Answered,
+    /// A final non-2xx, a timeout, or cancelled and done.
+    Done(u16),
+}
+
+#[derive(Debug)]
+struct Branch {
+    tx: ClientTxId,
+    dialog: Dialog,
+    invite_cseq: u32,
+    state: BranchState,
+    cancelled: bool,
+}
+
+/// An ACK we sent for a 2xx, kept to answer retransmissions of that 2xx.
+#[derive(Debug)]
+struct SentAck {
+    call_id: String,
+    cseq: u32,
+    data: Vec<u8>,
+    target: Target,
+}
+
+/// A 2xx to a relayed re-INVITE is ACKed on the far leg when the originator ACKs it.
+#[derive(Debug)]
+struct PendingAck {
+    /// The originator's side and the CSeq of its INVITE.
+    from_a: bool,
+    origin_cseq: u32,
+    /// The far side's INVITE CSeq to ACK.
+    far_cseq: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct Call {
+    caller: String,
+    callee: String,
+    state: CallState,
+    a: Dialog,
+    a_invite: Request,
+    a_tx: Option<ServerTxId>,
+    /// CSeq of the caller's INVITE, to match its ACK.
+    a_invite_cseq: u32,
+    branches: Vec<Branch>,
+    winner: Option<usize>,
+    deadline: Instant,
+    final_status: Option<u16>,
+    acks: Vec<SentAck>,
+    pending_ack: Option<PendingAck>,
+    /// A relayed INVITE is outstanding (glare guard, RFC 3261 §14.1).
+    reinvite_in_progress: bool,
+    /// Server transactions whose 2xx awaits an ACK (see `Engine::ack_waiters`).
+    ack_waits: Vec<ServerTxId>,
+}
+
+impl Call {
+    fn is_live(&self) -> bool {
+        self.state != CallState::Ending
+    }
+}
+
+/// Headers carried across legs with a relayed request or response body.
+const RELAYED_HEADERS: &[&str] = &[
+    "Content-Disposition",
+    "Info-Package",
+    "Event",
+    "Reason",
+    "Subject",
+];
+
+fn copy_relayed_headers(from: &switchboard_sip::Headers, to: &mut switchboard_sip::Headers) {
+    if let Some(ct) = from.get(&HeaderName::ContentType) {
+        to.set(HeaderName::ContentType, ct);
+    }
+    for h in from.iter() {
+        if RELAYED_HEADERS
+            .iter()
+            .any(|n| h.name.as_str().eq_ignore_ascii_case(n))
+        {
+            to.0.push(h.clone());
+        }
+    }
+}
+
+/// RFC 3261 §16.7 step 6, applied to the branches of a B2BUA: 6xx wins, then the lowest
+/// class; 503 becomes 500 so the caller does not think we are overloaded.
+fn best_final(statuses: &[u16]) -> u16 {
+    if let Some(s) = statuses.iter().find(|s| **s >= 600) {
+        return *s;
+    }
+    let rank = |s: u16| match s / 100 {
+        3 => 0,
+        4 => 1,
+        _ => 2,
+    };
+    let best = statuses
+        .iter()
+        .copied()
+        .filter(|s| *s != 487)
+        .min_by_key(|s| (rank(*s), if *s == 486 { 0 } else { 1 }))
+        .unwrap_or(480);
+    if best == 503 {
+        500
+    } else {
+        best
+    }
+}
+
+impl Engine {
+    pub(crate) fn on_invite(&mut self, id: ServerTxId, req: Request, source: Target, now: Instant) {
+        if self.shutting_down {
+            self.reply(id, &req, 503, now);
+            return;
+        }
+        let max_forwards = match req.max_forwards() {
+            Ok(m) => m.unwrap_or(70),
+            Err(_) => {
+                let resp =
+                    Response::for_request(&req, 400, "Bad Max-Forwards", Some(&crate::new_tag()));
+                self.respond(id, resp, now);
+                return;
+            }
+        };
+        // We re-issue the request, so we are forwarding it: §16.3 step 2.
+        if max_forwards == 0 {
+            self.reply(id, &req, 483, now);
+            return;
+        }
+        let unix = self.unix(now);
+        let caller = match self
+            .auth
+            .authenticate(&req, Challenge::Proxy, &self.directory, unix)
+        {
+            AuthOutcome::Authenticated(u) => u,
+            AuthOutcome::Reject(resp, why) => {
+                self.note_auth_failure(&req, source, why);
+                self.respond(id, resp, now);
+                return;
+            }
+        };
+        let (Ok(from), Ok(to), Ok(cseq), Ok(call_id)) = (
+            req.from(),
+            req.to(),
+            req.cseq(),
+            req.call_id().map(str::to_string),
+        ) else {
+            self.reply(id, &req, 400, now);
+            return;
+        };
+        // Caller ID is the authenticated user's: no calling as someone else.
+        let from_user = from.uri.user_unescaped();
+        if from_user.as_deref() != Some(caller.name.as_str())
+            && from_user.as_deref() != caller.extension.as_deref()
+        {
+            let resp = Response::for_request(
+                &req,
+                403,
+                "From Does Not Match Credentials",
+                Some(&crate::new_tag()),
+            );
+            self.respond(id, resp, now);
+            return;
+        }
+        let Some(dialled) = req.uri.user_unescaped().filter(|_| req.uri.is_sip()) else {
+            self.reply(id, &req, 404, now);
+            return;
+        };
+        let Some(callee) = self.directory.resolve(&dialled).cloned() else {
+            self.reply(id, &req, 404, now);
+            return;
+        };
+        let bindings = self.registrar.lookup(&callee.name, unix);
+        if bindings.is_empty() {
+            self.reply(id, &req, 480, now);
+            return;
+        }
+        let a_tag = crate::new_tag();
+        let trying = Response::for_request(&req, 100, "Trying", None);
+        self.respond(id, trying, now);
+
+        let a_contact = req
+            .headers
+            .get(&HeaderName::Contact)
+            .and_then(|c| NameAddr::parse(c).ok())
+            .map(|na| na.uri)
+            .unwrap_or_else(|| from.uri.clone());
+        let a = Dialog {
+            call_id: call_id.clone(),
+            local_tag: a_tag,
+            remote_tag: from.tag().map(str::to_string),
+            local_uri: without_tag(to.clone()),
+            remote_uri: without_tag(from.clone()),
+            remote_target: a_contact,
+            route_set: req
+                .headers
+                .get_all(&HeaderName::RecordRoute)
+                .map(str::to_string)
+                .collect(),
+            local_cseq: 0,
+            target: source,
+        };
+        let call_key = self.new_call_id();
+        let domain = self.config.domain.clone();
+        let mut branches = Vec::with_capacity(bindings.len());
+        for binding in &bindings {
+            let Ok(contact_uri) = Uri::parse(&binding.contact) else {
+                continue;
+            };
+            let mut local_uri = NameAddr::new(Uri::sip(from.uri.user.as_deref(), &domain, None));
+            local_uri.display_name = from.display_name.clone();
+            let remote_uri = NameAddr::new(Uri::sip(Some(&dialled), &domain, None));
+            let mut dialog = Dialog {
+                call_id: crate::new_sip_call_id(&self.config.local.host),
+                local_tag: crate::new_tag(),
+                remote_tag: None,
+                local_uri,
+                remote_uri,
+                remote_target: contact_uri,
+                route_set: binding.path.clone(),
+                local_cseq: 0,
+                target: binding.source,
+            };
+            let mut invite = dialog.request(Method::Invite, &self.config.local, &new_branch());
+            invite
+                .headers
+                .set(HeaderName::MaxForwards, (max_forwards - 1).to_string());
+            invite.headers.push(HeaderName::Allow, ALLOW);
+            invite
+                .headers
+                .push(HeaderName::UserAgent, self.config.user_agent.clone());
+            copy_relayed_headers(&req.headers, &mut invite.headers);
+            invite.body = req.body.clone();
+            let invite_cseq = dialog.local_cseq;
+            self.dialogs
+                .insert((dialog.call_id.clone(), dialog.local_tag.clone()), call_key);
+            let Some(tx) = self.send_request(invite, binding.source, now) else {
+                continue;
+            };
+            self.client_roles
+                .insert(tx, (call_key, ClientRole::Branch(branches.len())));
+            branches.push(Branch {
+                tx,
+                dialog,
+                invite_cseq,
+                state: BranchState::Calling,
+                cancelled: false,
+            });
+        }
+        if branches.is_empty() {
+            self.reply(id, &req, 480, now);
+            return;
+        }
+        self.dialogs
+            .insert((a.call_id.clone(), a.local_tag.clone()), call_key);
+        self.server_roles.insert(id, (call_key, ServerRole::Invite));
+        let deadline = now + self.config.ring_timeout;
+        self.deadlines.push(Reverse((deadline, call_key)));
+        self.stats.calls_total += 1;
+        self.events.push_back(EngineEvent::CallStarted {
+            call: call_key,
+            caller: caller.name.clone(),
+            callee: callee.name.clone(),
+        });
+        tracing::debug!(call = call_key, caller = %caller.name, callee = %callee.name, branches = branches.len(), "ringing");
+        self.calls.insert(
+            call_key,
+            Call {
+                caller: caller.name.clone(),
+                callee: callee.name.clone(),
+                state: CallState::Ringing,
+                a,
+                a_invite: req,
+                a_tx: Some(id),
+                a_invite_cseq: cseq.seq,
+                branches,
+                winner: None,
+                deadline,
+                final_status: None,
+                acks: Vec::new(),
+                pending_ack: None,
+                reinvite_in_progress: false,
+                ack_waits: Vec::new(),
+            },
+        );
+    }
+
+    /// Answers the caller's INVITE with a final response and records the outcome.
+    fn finish_caller(&mut self, key: u64, resp: Response, now: Instant) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let Some(a_tx) = call.a_tx.take() else {
+            return;
+        };
+        let status = resp.status;
+        call.final_status = Some(status);
+        self.server_roles.remove(&a_tx);
+        self.respond(a_tx, resp, now);
+        if status >= 300 {
+            self.set_ending(key, now);
+            let Some(call) = self.calls.get(&key) else {
+                return;
+            };
+            self.events.push_back(EngineEvent::CallEnded {
+                call: key,
+                caller: call.caller.clone(),
+                callee: call.callee.clone(),
+                outcome: CallOutcome::from_status(status),
+                status,
+            });
+        }
+    }
+
+    /// Marks a call as over for the caller and cancels whatever still rings. The call
+    /// object stays until every branch is done, so a late 2xx is ACKed and hung up.
+    fn set_ending(&mut self, key: u64, now: Instant) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        call.state = CallState::Ending;
+        // Branches get 64*T1 to finish after CANCEL (Timer B's span), then we forget them.
+        let cleanup = now + self.config.timers.t1 * 64 + Duration::from_secs(1);
+        call.deadline = cleanup;
+        self.deadlines.push(Reverse((cleanup, key)));
+        let to_cancel: Vec<ClientTxId> = call
+            .branches
+            .iter_mut()
+            .filter(|b| {
+                matches!(b.state, BranchState::Calling | BranchState::Early) && !b.cancelled
+            })
+            .map(|b| {
+                b.cancelled = true;
+                b.tx
+            })
+            .collect();
+        for tx in to_cancel {
+            let _ = self.tx.send_cancel(tx, now);
+        }
+        self.remove_if_done(key);
+    }
+
+    fn remove_if_done(&mut self, key: u64) {
+        let done = self.calls.get(&key).is_some_and(|c| {
+            c.state == CallState::Ending
+                && c.a_tx.is_none()
+                && c.branches
+                    .iter()
+                    .all(|b| matches!(b.state, BranchState::Done(_)))
+        });
+        if done {
+            self.forget_call(key);
+        }
+    }
+
+    fn forget_call(&mut self, key: u64) {
+        let Some(call) = self.calls.remove(&key) else {
+            return;
+        };
+        self.dialogs
+            .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
+        for id in &call.ack_waits {
+            self.ack_waiters.remove(id);
+        }
+        for b in &call.branches {
+            self.dialogs
+                .remove(&(b.dialog.call_id.clone(), b.dialog.local_tag.clone()));
+            self.client_roles.remove(&b.tx);
+        }
+    }
+
+    pub(crate) fn on_call_deadline(&mut self, key: u64, at: Instant, now: Instant) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        if call.deadline != at {
+            return; // superseded
+        }
+        match call.state {
+            CallState::Ringing => {
+                tracing::debug!(call = key, "no answer before the ring timeout");
+                let resp = Response::for_request(
+                    &call.a_invite,
+                    408,
+                    "Request Timeout",
+                    Some(&call.a.local_tag),
+                );
+                self.finish_caller(key, resp, now);
+            }
+            CallState::Ending => self.forget_call(key),
+            CallState::Answered | CallState::Established => {}
+        }
+    }
+
+    pub(crate) fn on_cancel(
+        &mut self,
+        cancel_tx: ServerTxId,
+        invite_tx: Option<ServerTxId>,
+        cancel: &Request,
+        now: Instant,
+    ) {
+        let Some(invite_tx) = invite_tx else {
+            self.reply(cancel_tx, cancel, 481, now);
+            return;
+        };
+        self.reply(cancel_tx, cancel, 200, now);
+        let Some((key, ServerRole::Invite)) = self.server_roles.get(&invite_tx).copied() else {
+            return;
+        };
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        if call.state == CallState::Ringing {
+            let resp = Response::for_request(
+                &call.a_invite,
+                487,
+                "Request Terminated",
+                Some(&call.a.local_tag),
+            );
+            self.finish_caller(key, resp, now);
+        }
+    }
+
+    pub(crate) fn on_client_response(&mut self, id: ClientTxId, resp: Response, now: Instant) {
+        let Some((key, role)) = self.client_roles.get(&id).cloned() else {
+            return;
+        };
+        match role {
+            ClientRole::Branch(i) => self.on_branch_response(key, i, resp, now),
+            ClientRole::Relay {
+                server,
+                request,
+                from_a,
+            } => {
+                if resp.is_final() {
+                    self.client_roles.remove(&id);
+                }
+                self.on_relay_response(key, server, &request, from_a, resp, now);
+            }
+            ClientRole::Own => {
+                if resp.is_final() {
+                    self.client_roles.remove(&id);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_client_failure(&mut self, id: ClientTxId, now: Instant) {
+        let Some((key, role)) = self.client_roles.get(&id).cloned() else {
+            return;
+        };
+        match role {
+            ClientRole::Branch(i) => {
+                let Some(call) = self.calls.get(&key) else {
+                    return;
+                };
+                let mut resp = Response::new(408, "Request Timeout");
+                resp.headers = call.branches[i].dialog_response_headers();
+                self.on_branch_response(key, i, resp, now);
+            }
+            ClientRole::Relay {
+                server, request, ..
+            } => {
+                self.client_roles.remove(&id);
+                if let Some(call) = self.calls.get_mut(&key) {
+                    if request.method == Method::Invite {
+                        call.reinvite_in_progress = false;
+                    }
+                }
+                self.server_roles.remove(&server);
+                self.reply_in_dialog(server, &request, 408, now);
+            }
+            ClientRole::Own => {
+                self.client_roles.remove(&id);
+            }
+        }
+    }
+
+    fn reply_in_dialog(&mut self, id: ServerTxId, req: &Request, status: u16, now: Instant) {
+        let resp = Response::for_request(req, status, reason_phrase(status), None);
+        self.respond(id, resp, now);
+    }
+
+    fn on_branch_response(&mut self, key: u64, i: usize, resp: Response, now: Instant) {
+        let local = self.config.local.clone();
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let status = resp.status;
+        match status {
+            100 => {}
+            101..=199 => {
+                if call.branches[i].state == BranchState::Calling {
+                    call.branches[i].state = BranchState::Early;
+                }
+                if call.state == CallState::Ringing {
+                    if let Some(a_tx) = call.a_tx {
+                        let mut out = Response::for_request(
+                            &call.a_invite,
+                            status,
+                            &resp.reason,
+                            Some(&call.a.local_tag),
+                        );
+                        if !resp.body.is_empty() {
+                            out.headers
+                                .push(HeaderName::Contact, local.contact(call.a.target));
+                            copy_relayed_headers(&resp.headers, &mut out.headers);
+                            out.body = resp.body.clone();
+                        }
+                        self.respond(a_tx, out, now);
+                    }
+                }
+            }
+            200..=299 => {
+                let already_acked = call.acks.iter().find(|a| {
+                    a.call_id == call.branches[i].dialog.call_id
+                        && a.cseq == call.branches[i].invite_cseq
+                });
+                if let Some(ack) = already_acked {
+                    // Our ACK was lost: the callee retransmits its 2xx (§13.2.2.4).
+                    let (data, target) = (ack.data.clone(), ack.target);
+                    self.send_direct(data, target);
+                    return;
+                }
+                if call.winner == Some(i) {
+                    return; // retransmission before the caller's ACK: ours will follow
+                }
+                call.branches[i].dialog.confirm_from_response(&resp);
+                call.branches[i].state = BranchState::Answered;
+                if call.state == CallState::Ringing && call.winner.is_none() {
+                    call.winner = Some(i);
+                    call.state = CallState::Answered;
+                    call.deadline = now; // the ring timer no longer applies
+                    let mut out = Response::for_request(
+                        &call.a_invite,
+                        status,
+                        &resp.reason,
+                        Some(&call.a.local_tag),
+                    );
+                    out.headers
+                        .push(HeaderName::Contact, local.contact(call.a.target));
+                    out.headers.push(HeaderName::Allow, ALLOW);
+                    copy_relayed_headers(&resp.headers, &mut out.headers);
+                    out.body = resp.body.clone();
+                    let others: Vec<ClientTxId> = call
+                        .branches
+                        .iter_mut()
+                        .enumerate()
+                        .filter(|(j, b)| {
+                            *j != i
+                                && matches!(b.state, BranchState::Calling | BranchState::Early)
+                                && !b.cancelled
+                        })
+                        .map(|(_, b)| {
+                            b.cancelled = true;
+                            b.tx
+                        })
+                        .collect();
+                    let caller = call.caller.clone();
+                    for tx in others {
+                        let _ = self.tx.send_cancel(tx, now);
+                    }
+                    if let Some(a_tx) = self.calls.get_mut(&key).and_then(|c| c.a_tx.take()) {
+                        self.server_roles.remove(&a_tx);
+                        self.ack_waiters.insert(a_tx, key);
+                        if let Some(c) = self.calls.get_mut(&key) {
+                            c.ack_waits.push(a_tx);
+                        }
+                        self.respond(a_tx, out, now);
+                    }
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        c.final_status = Some(status);
+                    }
+                    self.stats.calls_answered += 1;
+                    self.events
+                        .push_back(EngineEvent::CallAnswered { call: key });
+                    tracing::debug!(call = key, %caller, "answered");
+                } else {
+                    // Another branch won, or the caller is gone: ACK and hang up this one.
+                    let b = &mut call.branches[i];
+                    let ack = b.dialog.ack(b.invite_cseq, &local, &new_branch());
+                    let target = b.dialog.target;
+                    let bye = b.dialog.request(Method::Bye, &local, &new_branch());
+                    b.state = BranchState::Done(status);
+                    let data = ack.to_bytes();
+                    call.acks.push(SentAck {
+                        call_id: b.dialog.call_id.clone(),
+                        cseq: b.invite_cseq,
+                        data: data.clone(),
+                        target,
+                    });
+                    self.send_direct(data, target);
+                    if let Some(tx) = self.send_request(bye, target, now) {
+                        self.client_roles.insert(tx, (key, ClientRole::Own));
+                    }
+                    self.remove_if_done(key);
+                }
+            }
+            _ => {
+                call.branches[i].state = BranchState::Done(status);
+                let all_done = call
+                    .branches
+                    .iter()
+                    .all(|b| matches!(b.state, BranchState::Done(_)));
+                if call.state == CallState::Ringing && all_done {
+                    let statuses: Vec<u16> = call
+                        .branches
+                        .iter()
+                        .filter_map(|b| match b.state {
+                            BranchState::Done(s) => Some(s),
+                            _ => None,
+                        })
+                        .collect();
+                    let best = best_final(&statuses);
+                    let reason = if best == status {
+                        resp.reason.clone()
+                    } else {
+                        reason_phrase(best).to_string()
+                    };
+                    let mut out = Response::for_request(
+                        &call.a_invite,
+                        best,
+                        &reason,
+                        Some(&call.a.local_tag),
+                    );
+                    if best == status {
+                        for name in [HeaderName::RetryAfter, HeaderName::Reason] {
+                            if let Some(v) = resp.headers.get(&name) {
+                                out.headers.push(name, v);
+                            }
+                        }
+                    }
+                    self.finish_caller(key, out, now);
+                }
+                self.remove_if_done(key);
+            }
+        }
+    }
+
+    pub(crate) fn on_ack(&mut self, ack: Request, _source: Target, _now: Instant) {
+        let local = self.config.local.clone();
+        let (Ok(call_id), Ok(to), Ok(cseq)) = (ack.call_id(), ack.to(), ack.cseq()) else {
+            return;
+        };
+        let Some(tag) = to.tag() else {
+            return;
+        };
+        let Some(&key) = self.dialogs.get(&(call_id.to_string(), tag.to_string())) else {
+            return; // an ACK for nothing we know: drop (§17.2.3, never answered)
+        };
+        self.tx.ack_received(call_id, cseq.seq);
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let from_a = call.a.call_id == call_id && call.a.local_tag == tag;
+        if from_a && call.state == CallState::Answered && cseq.seq == call.a_invite_cseq {
+            call.state = CallState::Established;
+            let Some(w) = call.winner else { return };
+            let b = &call.branches[w];
+            let mut out = b.dialog.ack(b.invite_cseq, &local, &new_branch());
+            copy_relayed_headers(&ack.headers, &mut out.headers);
+            out.body = ack.body.clone();
+            let data = out.to_bytes();
+            let target = b.dialog.target;
+            call.acks.push(SentAck {
+                call_id: b.dialog.call_id.clone(),
+                cseq: b.invite_cseq,
+                data: data.clone(),
+                target,
+            });
+            self.send_direct(data, target);
+            return;
+        }
+        // The ACK of a relayed re-INVITE's 2xx: ACK the far leg's 2xx now.
+        let Some(p) = call.pending_ack.as_ref() else {
+            return;
+        };
+        if p.from_a != from_a || p.origin_cseq != cseq.seq {
+            return;
+        }
+        let far_cseq = p.far_cseq;
+        call.pending_ack = None;
+        let Some(far) = far_dialog(call, from_a) else {
+            return;
+        };
+        let mut out = far.ack(far_cseq, &local, &new_branch());
+        copy_relayed_headers(&ack.headers, &mut out.headers);
+        out.body = ack.body.clone();
+        let data = out.to_bytes();
+        let target = far.target;
+        let far_call_id = far.call_id.clone();
+        call.acks
+            .retain(|a| a.call_id != far_call_id || a.cseq < far_cseq);
+        call.acks.push(SentAck {
+            call_id: far_call_id,
+            cseq: far_cseq,
+            data: data.clone(),
+            target,
+        });
+        self.send_direct(data, target);
+    }
+
+    pub(crate) fn on_in_dialog_request(
+        &mut self,
+        id: ServerTxId,
+        req: Request,
+        tag: &str,
+        _source: Target,
+        now: Instant,
+    ) {
+        let local = self.config.local.clone();
+        let Ok(call_id) = req.call_id().map(str::to_string) else {
+            self.reply(id, &req, 400, now);
+            return;
+        };
+        let Some(&key) = self.dialogs.get(&(call_id.clone(), tag.to_string())) else {
+            self.reply_in_dialog(id, &req, 481, now);
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&key) else {
+            self.reply_in_dialog(id, &req, 481, now);
+            return;
+        };
+        let from_a = call.a.call_id == call_id && call.a.local_tag == tag;
+        let from_winner = call
+            .winner
+            .is_some_and(|w| call.branches[w].dialog.call_id == call_id);
+        if !from_a && !from_winner {
+            // A losing branch, already hung up by us.
+            self.reply_in_dialog(id, &req, 481, now);
+            return;
+        }
+        if !matches!(call.state, CallState::Answered | CallState::Established) {
+            // Early-dialog requests (UPDATE before answer) are not relayed yet.
+            let mut resp = Response::for_request(&req, 491, "Request Pending", None);
+            resp.headers.push(HeaderName::RetryAfter, "1");
+            self.respond(id, resp, now);
+            return;
+        }
+        if matches!(req.method, Method::Invite | Method::Update) {
+            let contact = req.headers.get(&HeaderName::Contact).map(str::to_string);
+            if let Some(d) = near_dialog(call, from_a) {
+                d.refresh_target(contact.as_deref());
+            }
+        }
+        if req.method == Method::Bye {
+            // Each leg is ours to end: answer at once, then hang up the other leg.
+            let Some(far) = far_dialog(call, from_a) else {
+                return;
+            };
+            let mut bye = far.request(Method::Bye, &local, &new_branch());
+            copy_relayed_headers(&req.headers, &mut bye.headers);
+            let target = far.target;
+            let resp = Response::for_request(&req, 200, "OK", None);
+            self.respond(id, resp, now);
+            if let Some(tx) = self.send_request(bye, target, now) {
+                self.client_roles.insert(tx, (key, ClientRole::Own));
+            }
+            self.end_established(key, now);
+            return;
+        }
+        if req.method == Method::Invite {
+            if call.reinvite_in_progress {
+                self.reply_in_dialog(id, &req, 491, now);
+                return;
+            }
+            call.reinvite_in_progress = true;
+        }
+        let Some(far) = far_dialog(call, from_a) else {
+            self.reply_in_dialog(id, &req, 481, now);
+            return;
+        };
+        let mut out = far.request(req.method.clone(), &local, &new_branch());
+        copy_relayed_headers(&req.headers, &mut out.headers);
+        out.body = req.body.clone();
+        let target = far.target;
+        let Some(tx) = self.send_request(out, target, now) else {
+            if let Some(call) = self.calls.get_mut(&key) {
+                call.reinvite_in_progress = false;
+            }
+            self.reply_in_dialog(id, &req, 500, now);
+            return;
+        };
+        self.client_roles.insert(
+            tx,
+            (
+                key,
+                ClientRole::Relay {
+                    server: id,
+                    request: Box::new(req),
+                    from_a,
+                },
+            ),
+        );
+        self.server_roles.insert(id, (key, ServerRole::Relay));
+    }
+
+    fn on_relay_response(
+        &mut self,
+        key: u64,
+        server: ServerTxId,
+        request: &Request,
+        from_a: bool,
+        resp: Response,
+        now: Instant,
+    ) {
+        let local = self.config.local.clone();
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        if resp.status == 100 {
+            return; // the server transaction sends its own 100
+        }
+        let is_invite = request.method == Method::Invite;
+        if resp.is_final() {
+            self.server_roles.remove(&server);
+            if is_invite {
+                call.reinvite_in_progress = false;
+            }
+        }
+        if resp.is_success() && matches!(request.method, Method::Invite | Method::Update) {
+            let contact = resp.headers.get(&HeaderName::Contact).map(str::to_string);
+            if let Some(far) = far_dialog(call, from_a) {
+                far.refresh_target(contact.as_deref());
+            }
+        }
+        if resp.is_success() && is_invite {
+            let far_cseq = resp.cseq().map(|c| c.seq).unwrap_or(0);
+            // A retransmitted 2xx we already ACKed: ACK again, do not relay twice.
+            if let Some(a) = far_dialog(call, from_a)
+                .map(|d| d.call_id.clone())
+                .and_then(|cid| {
+                    call.acks
+                        .iter()
+                        .find(|a| a.call_id == cid && a.cseq == far_cseq)
+                })
+            {
+                let (data, target) = (a.data.clone(), a.target);
+                self.send_direct(data, target);
+                return;
+            }
+            call.pending_ack = Some(PendingAck {
+                from_a,
+                origin_cseq: request.cseq().map(|c| c.seq).unwrap_or(0),
+                far_cseq,
+            });
+        }
+        let mut out = Response::for_request(request, resp.status, &resp.reason, None);
+        if resp.is_success() && matches!(request.method, Method::Invite | Method::Update) {
+            let near_target = near_dialog(call, from_a).map(|d| d.target);
+            if let Some(t) = near_target {
+                out.headers.push(HeaderName::Contact, local.contact(t));
+            }
+        }
+        for name in [
+            HeaderName::RetryAfter,
+            HeaderName::Unsupported,
+            HeaderName::Allow,
+        ] {
+            if let Some(v) = resp.headers.get(&name) {
+                out.headers.push(name, v);
+            }
+        }
+        copy_relayed_headers(&resp.headers, &mut out.headers);
+        if out.is_success() && is_invite {
+            self.ack_waiters.insert(server, key);
+            call.ack_waits.push(server);
+        }
+        out.body = resp.body;
+        self.respond(server, out, now);
+    }
+
+    /// The caller (or, for a relayed re-INVITE, either party) never ACKed a 2xx we sent
+    /// (§13.3.1.4): end both legs.
+    pub(crate) fn on_ack_timeout(&mut self, id: ServerTxId, now: Instant) {
+        if let Some(key) = self.ack_waiters.remove(&id) {
+            tracing::info!(call = key, "a 2xx was never acknowledged; hanging up");
+            self.hang_up_both(key, now);
+        }
+    }
+
+    /// Sends BYE on every confirmed leg and ends the call.
+    fn hang_up_both(&mut self, key: u64, now: Instant) {
+        let local = self.config.local.clone();
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let mut byes = Vec::new();
+        let a_bye = call.a.request(Method::Bye, &local, &new_branch());
+        byes.push((a_bye, call.a.target));
+        if let Some(w) = call.winner {
+            let d = &mut call.branches[w].dialog;
+            byes.push((d.request(Method::Bye, &local, &new_branch()), d.target));
+        }
+        for (bye, target) in byes {
+            if let Some(tx) = self.send_request(bye, target, now) {
+                self.client_roles.insert(tx, (key, ClientRole::Own));
+            }
+        }
+        self.end_established(key, now);
+    }
+
+    fn end_established(&mut self, key: u64, _now: Instant) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        self.events.push_back(EngineEvent::CallEnded {
+            call: key,
+            caller: call.caller.clone(),
+            callee: call.callee.clone(),
+            outcome: CallOutcome::Answered,
+            status: call.final_status.unwrap_or(200),
+        });
+        self.forget_call(key);
+    }
+
+    pub(crate) fn end_call_for_shutdown(&mut self, key: u64, now: Instant) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        match call.state {
+            CallState::Ringing => {
+                let resp = Response::for_request(
+                    &call.a_invite,
+                    503,
+                    "Service Unavailable",
+                    Some(&call.a.local_tag),
+                );
+                self.finish_caller(key, resp, now);
+            }
+            CallState::Answered | CallState::Established => self.hang_up_both(key, now),
+            CallState::Ending => {}
+        }
+    }
+
+    /// A response that matches no client transaction: a 2xx retransmitted after the
+    /// INVITE transaction ended. Re-send the ACK we sent for it, if any.
+    pub(crate) fn on_stray_response(&mut self, resp: Response, _now: Instant) {
+        if !resp.is_success() {
+            return;
+        }
+        let (Ok(call_id), Ok(from), Ok(cseq)) = (resp.call_id(), resp.from(), resp.cseq()) else {
+            return;
+        };
+        if cseq.method != Method::Invite {
+            return;
+        }
+        let Some(tag) = from.tag() else { return };
+        let Some(key) = self.dialogs.get(&(call_id.to_string(), tag.to_string())) else {
+            return;
+        };
+        let Some(call) = self.calls.get(key) else {
+            return;
+        };
+        if let Some(a) = call
+            .acks
+            .iter()
+            .find(|a| a.call_id == call_id && a.cseq == cseq.seq)
+        {
+            let (data, target) = (a.data.clone(), a.target);
+            self.send_direct(data, target);
+        }
+    }
+
+    /// Calls that are not over for the caller (for /metrics).
+    pub fn live_calls(&self) -> usize {
+        self.calls.values().filter(|c| c.is_live()).count()
+    }
+}
+
+/// The dialog on the other side from the originator of a request.
+fn far_dialog(call: &mut Call, from_a: bool) -> Option<&mut Dialog> {
+    if from_a {
+        let w = call.winner?;
+        Some(&mut call.branches[w].dialog)
+    } else {
+        Some(&mut call.a)
+    }
+}
+
+/// The originator's own dialog.
+fn near_dialog(call: &mut Call, from_a: bool) -> Option<&mut Dialog> {
+    far_dialog(call, !from_a)
+}
+
+impl Branch {
+    /// Headers for a synthesized response on this branch (a local 408).
+    fn dialog_response_headers(&self) -> switchboard_sip::Headers {
+        let mut h = switchboard_sip::Headers::new();
+        h.push(HeaderName::CallId, self.dialog.call_id.clone());
+        h.push(HeaderName::CSeq, format!("{} INVITE", self.invite_cseq));
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::best_final;
+
+    #[test]
+    fn best_final_prefers_6xx_then_lowest_class() {
+        assert_eq!(best_final(&[486, 603]), 603);
+        assert_eq!(best_final(&[480, 486]), 486);
+        assert_eq!(best_final(&[503]), 500);
+        assert_eq!(best_final(&[408, 500]), 408);
+        assert_eq!(best_final(&[487]), 480);
+    }
+}

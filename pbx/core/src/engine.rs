@@ -1,0 +1,478 @@
+//! The engine: one pure state machine that owns the transaction layer, the registrar, the
+//! authenticator and every call, in the manner of quinn-proto's `Endpoint`.
+//!
+//! Drive contract (the runtime is the only caller):
+//! 1. Feed one input: [`Engine::handle_datagram`] / [`Engine::handle_message`] (a message
+//!    framed off a stream) / [`Engine::handle_timeout`] when [`Engine::poll_timeout`]'s
+//!    deadline passes / [`Engine::handle_transport_error`] / [`Engine::shutdown`].
+//! 2. Drain, in this order, until each returns `None`: [`Engine::poll_transmit`] (bytes to
+//!    send), [`Engine::poll_event`] (bindings to persist, call records, auth failures).
+//! 3. Re-arm the timer with [`Engine::poll_timeout`].
+//!
+//! Every input takes `now`; the engine never reads a clock, so whole calls run in
+//! simulated time in tests.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use switchboard_sip::check::check_request;
+use switchboard_sip::digest::{Algorithm, NonceManager};
+use switchboard_sip::message::reason_phrase;
+use switchboard_sip::transaction::{
+    ClientTxId, ResponseInput, ServerInput, ServerTxId, Target, Timers, TransactionLayer, Transmit,
+    TxEvent,
+};
+use switchboard_sip::{parse_datagram, HeaderName, Message, Method, ParseError, Request, Response};
+
+use crate::auth::{AuthFailure, AuthOutcome, Authenticator, Challenge};
+use crate::call::{Call, CallOutcome, ClientRole, ServerRole};
+use crate::dialog::LocalAddress;
+use crate::directory::Directory;
+use crate::registrar::{Binding, BindingChange, Registrar, RegistrarConfig};
+
+/// Methods we answer; sent in Allow and used for 405.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO";
+/// Option tags a request may Require of us (RFC 3327 Path for the registrar).
+pub const SUPPORTED: &[&str] = &["path"];
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The SIP domain and digest realm.
+    pub domain: String,
+    /// Our address as written in Via and Contact.
+    pub local: LocalAddress,
+    /// How long callee devices ring before the caller gets 408.
+    pub ring_timeout: Duration,
+    /// Digest algorithms offered, in challenge order.
+    pub algorithms: Vec<Algorithm>,
+    pub registrar: RegistrarConfig,
+    /// Secret that makes nonces self-validating; random per start by default.
+    pub nonce_secret: Vec<u8>,
+    pub nonce_lifetime_secs: u64,
+    pub timers: Timers,
+    pub user_agent: String,
+}
+
+/// What the runtime persists, logs or counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineEvent {
+    Binding(BindingChange),
+    CallStarted {
+        call: u64,
+        caller: String,
+        callee: String,
+    },
+    CallAnswered {
+        call: u64,
+    },
+    CallEnded {
+        call: u64,
+        caller: String,
+        callee: String,
+        outcome: CallOutcome,
+        /// The final status the caller saw (200 for answered calls).
+        status: u16,
+    },
+    AuthFailed {
+        method: String,
+        user: Option<String>,
+        source: Target,
+        reason: AuthFailure,
+    },
+    /// A message we could not parse; `answered` when a 400 went back.
+    Malformed {
+        source: Target,
+        reason: String,
+        answered: bool,
+    },
+}
+
+/// Counters for /metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub parse_errors: u64,
+    pub auth_failures: u64,
+    pub calls_total: u64,
+    pub calls_answered: u64,
+    pub registrations: usize,
+    pub active_calls: usize,
+    pub transactions: usize,
+    pub users: usize,
+}
+
+pub struct Engine {
+    pub(crate) config: EngineConfig,
+    pub(crate) tx: TransactionLayer,
+    pub(crate) registrar: Registrar,
+    pub(crate) auth: Authenticator,
+    pub(crate) directory: Directory,
+    pub(crate) calls: HashMap<u64, Call>,
+    pub(crate) next_call: u64,
+    pub(crate) client_roles: HashMap<ClientTxId, (u64, ClientRole)>,
+    pub(crate) server_roles: HashMap<ServerTxId, (u64, ServerRole)>,
+    /// (Call-ID, our tag) → call: how in-dialog requests and ACKs find their call.
+    pub(crate) dialogs: HashMap<(String, String), u64>,
+    /// Call deadlines (ring timeout), lazily deleted: stale entries are skipped.
+    /// Server transactions whose 2xx to an INVITE awaits the ACK → their call.
+    pub(crate) ack_waiters: HashMap<ServerTxId, u64>,
+    pub(crate) deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    pub(crate) transmits: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<EngineEvent>,
+    pub(crate) stats: Stats,
+    pub(crate) shutting_down: bool,
+    anchor: (Instant, u64),
+}
+
+impl Engine {
+    /// `now_unix` is the wall-clock time at `now`; the engine derives later wall-clock
+    /// times from it, so registrations expire in simulated time too.
+    pub fn new(config: EngineConfig, directory: Directory, now: Instant, now_unix: u64) -> Engine {
+        let nonces = NonceManager::new(config.nonce_secret.clone())
+            .with_lifetime(Duration::from_secs(config.nonce_lifetime_secs));
+        let auth = Authenticator::new(&config.domain, config.algorithms.clone(), nonces);
+        Engine {
+            tx: TransactionLayer::new(config.timers.clone()),
+            registrar: Registrar::new(config.registrar.clone()),
+            auth,
+            directory,
+            calls: HashMap::new(),
+            next_call: 1,
+            client_roles: HashMap::new(),
+            server_roles: HashMap::new(),
+            dialogs: HashMap::new(),
+            ack_waiters: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            shutting_down: false,
+            anchor: (now, now_unix),
+            config,
+        }
+    }
+
+    pub(crate) fn unix(&self, now: Instant) -> u64 {
+        self.anchor.1 + now.saturating_duration_since(self.anchor.0).as_secs()
+    }
+
+    fn instant_at_unix(&self, unix: u64) -> Instant {
+        self.anchor.0 + Duration::from_secs(unix.saturating_sub(self.anchor.1))
+    }
+
+    /// Replaces the user directory (the runtime reloads it when the store changes).
+    pub fn set_directory(&mut self, directory: Directory) {
+        self.directory = directory;
+    }
+
+    pub fn restore_bindings(&mut self, bindings: Vec<Binding>) {
+        self.registrar.restore(bindings);
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            registrations: self.registrar.len(),
+            active_calls: self.live_calls(),
+            transactions: self.tx.len(),
+            users: self.directory.len(),
+            ..self.stats
+        }
+    }
+
+    pub fn handle_datagram(&mut self, data: &[u8], source: Target, now: Instant) {
+        match parse_datagram(data) {
+            Ok(msg) => self.handle_message(msg, source, now),
+            Err(e) => self.handle_parse_error(&e, source),
+        }
+    }
+
+    /// Counts a message that could not be parsed and answers 400 when one can be formed.
+    pub fn handle_parse_error(&mut self, err: &ParseError, source: Target) {
+        self.stats.parse_errors += 1;
+        let answer = err.response();
+        let answered = answer.is_some();
+        if let Some(resp) = answer {
+            self.send_direct(resp.to_bytes(), source);
+        }
+        self.events.push_back(EngineEvent::Malformed {
+            source,
+            reason: err.to_string(),
+            answered,
+        });
+    }
+
+    pub fn handle_message(&mut self, msg: Message, source: Target, now: Instant) {
+        self.stats.messages_in += 1;
+        match msg {
+            Message::Request(req) => self.handle_request(req, source, now),
+            Message::Response(resp) => {
+                // A response must have our Via on top; anything else is not for us.
+                match self.tx.handle_response(resp, now) {
+                    Ok(ResponseInput::Matched(_)) => {}
+                    Ok(ResponseInput::Stray(resp)) => self.on_stray_response(resp, now),
+                    Err(e) => {
+                        self.stats.parse_errors += 1;
+                        tracing::debug!(source = ?source, error = %e, "unusable response dropped");
+                    }
+                }
+            }
+        }
+        self.drain_tx_events(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tx.handle_timeout(now);
+        self.drain_tx_events(now);
+        while let Some(Reverse((at, call))) = self.deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            self.on_call_deadline(call, at, now);
+        }
+        let unix = self.unix(now);
+        for change in self.registrar.expire(unix) {
+            self.events.push_back(EngineEvent::Binding(change));
+        }
+        self.drain_tx_events(now);
+    }
+
+    pub fn handle_transport_error(&mut self, target: Target, now: Instant) {
+        self.tx.handle_transport_error(target, now);
+        self.drain_tx_events(now);
+    }
+
+    /// Graceful shutdown: new calls get 503, ringing calls are cancelled, answered calls
+    /// are ended with BYE. Keep driving until [`Engine::is_idle`].
+    pub fn shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        let ids: Vec<u64> = self.calls.keys().copied().collect();
+        for id in ids {
+            self.end_call_for_shutdown(id, now);
+        }
+        self.drain_tx_events(now);
+    }
+
+    /// True when no call and no transaction is left.
+    pub fn is_idle(&self) -> bool {
+        self.calls.is_empty() && self.tx.len() == 0
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self
+            .transmits
+            .pop_front()
+            .or_else(|| self.tx.poll_transmit());
+        if t.is_some() {
+            self.stats.messages_out += 1;
+        }
+        t
+    }
+
+    pub fn poll_event(&mut self) -> Option<EngineEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.tx.poll_timeout();
+        let mut consider = |t: Instant| {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        };
+        if let Some(Reverse((at, _))) = self.deadlines.peek() {
+            consider(*at);
+        }
+        if let Some(unix) = self.registrar.next_expiry() {
+            // Registrations expire on whole seconds: wake just after the second ends.
+            consider(self.instant_at_unix(unix) + Duration::from_millis(1));
+        }
+        next
+    }
+
+    /// Sends bytes outside any transaction (ACK for 2xx, stateless answers).
+    pub(crate) fn send_direct(&mut self, data: Vec<u8>, target: Target) {
+        self.transmits.push_back(Transmit {
+            target,
+            data: data.into(),
+        });
+    }
+
+    /// Answers a server transaction, counting errors from the layer as a dead transaction.
+    pub(crate) fn respond(&mut self, id: ServerTxId, resp: Response, now: Instant) {
+        if let Err(e) = self.tx.respond(id, resp, now) {
+            tracing::debug!(?id, error = %e, "response on a finished transaction dropped");
+        }
+    }
+
+    pub(crate) fn reply(&mut self, id: ServerTxId, req: &Request, status: u16, now: Instant) {
+        let resp =
+            Response::for_request(req, status, reason_phrase(status), Some(&crate::new_tag()));
+        self.respond(id, resp, now);
+    }
+
+    fn handle_request(&mut self, req: Request, source: Target, now: Instant) {
+        // Requests we cannot act on are answered statelessly (RFC 3261 §8.2): creating a
+        // transaction for them would only hold memory for a flood of bad requests.
+        if let Err(r) = check_request(&req, SUPPORTED) {
+            if req.method != Method::Ack {
+                let mut resp =
+                    Response::for_request(&req, r.status, &r.reason, Some(&crate::new_tag()));
+                for (name, value) in r.headers {
+                    resp.headers.push(name, value);
+                }
+                self.tx.send_stateless(&resp, source);
+            }
+            return;
+        }
+        match self.tx.handle_request(req, source, now) {
+            Ok(ServerInput::New(id, req)) => self.on_new_request(id, req, source, now),
+            Ok(ServerInput::Retransmission | ServerInput::AckAbsorbed) => {}
+            Ok(ServerInput::Ack2xx(ack)) => self.on_ack(ack, source, now),
+            Ok(ServerInput::Cancel {
+                cancel_tx,
+                invite_tx,
+                cancel_status: _,
+                request,
+            }) => self.on_cancel(cancel_tx, invite_tx, &request, now),
+            Err(e) => {
+                self.stats.parse_errors += 1;
+                tracing::debug!(source = ?source, error = %e, "request refused by the transaction layer");
+            }
+        }
+    }
+
+    fn on_new_request(&mut self, id: ServerTxId, req: Request, source: Target, now: Instant) {
+        let in_dialog = req.to().ok().and_then(|to| to.tag().map(str::to_string));
+        if let Some(tag) = in_dialog {
+            self.on_in_dialog_request(id, req, &tag, source, now);
+            return;
+        }
+        match req.method {
+            Method::Register => self.on_register(id, req, source, now),
+            Method::Invite => self.on_invite(id, req, source, now),
+            Method::Options => {
+                let mut resp = Response::for_request(&req, 200, "OK", Some(&crate::new_tag()));
+                resp.headers.push(HeaderName::Allow, ALLOW);
+                resp.headers.push(HeaderName::Accept, "application/sdp");
+                resp.headers
+                    .push(HeaderName::Server, self.config.user_agent.clone());
+                self.respond(id, resp, now);
+            }
+            // Outside a dialog these have nothing to act on (RFC 3261 §15.1.2, §12.2.2).
+            Method::Bye | Method::Update | Method::Info | Method::Prack => {
+                self.reply(id, &req, 481, now)
+            }
+            Method::Subscribe
+            | Method::Notify
+            | Method::Refer
+            | Method::Message
+            | Method::Publish => {
+                let mut resp =
+                    Response::for_request(&req, 405, "Method Not Allowed", Some(&crate::new_tag()));
+                resp.headers.push(HeaderName::Allow, ALLOW);
+                self.respond(id, resp, now);
+            }
+            // ACK and CANCEL never reach here (the transaction layer routes them).
+            Method::Ack | Method::Cancel => {}
+            Method::Other(_) => {
+                let mut resp =
+                    Response::for_request(&req, 501, "Not Implemented", Some(&crate::new_tag()));
+                resp.headers.push(HeaderName::Allow, ALLOW);
+                self.respond(id, resp, now);
+            }
+        }
+    }
+
+    fn on_register(&mut self, id: ServerTxId, req: Request, source: Target, now: Instant) {
+        let unix = self.unix(now);
+        let user = match self
+            .auth
+            .authenticate(&req, Challenge::Www, &self.directory, unix)
+        {
+            AuthOutcome::Authenticated(u) => u,
+            AuthOutcome::Reject(resp, why) => {
+                self.note_auth_failure(&req, source, why);
+                self.respond(id, resp, now);
+                return;
+            }
+        };
+        // The AOR is the To user; it must be the authenticated user (by name or
+        // extension): nobody registers someone else's phone (§10.3 step 5).
+        let to_user = req.to().ok().and_then(|t| t.uri.user_unescaped());
+        let owns = to_user
+            .as_deref()
+            .is_some_and(|u| u == user.name || user.extension.as_deref() == Some(u));
+        if !owns {
+            self.reply(id, &req, 403, now);
+            return;
+        }
+        let (resp, changes) =
+            self.registrar
+                .handle_register(&req, &user.name, source, unix, &crate::new_tag());
+        self.respond(id, resp, now);
+        for c in changes {
+            self.events.push_back(EngineEvent::Binding(c));
+        }
+    }
+
+    pub(crate) fn note_auth_failure(&mut self, req: &Request, source: Target, reason: AuthFailure) {
+        if reason == AuthFailure::NoCredentials {
+            // The normal first leg of every digest exchange; not a failure.
+            return;
+        }
+        self.stats.auth_failures += 1;
+        let user = req
+            .headers
+            .get(&HeaderName::Authorization)
+            .or_else(|| req.headers.get(&HeaderName::ProxyAuthorization))
+            .and_then(|v| switchboard_sip::digest::Credentials::parse(v).ok())
+            .map(|c| c.username);
+        self.events.push_back(EngineEvent::AuthFailed {
+            method: req.method.to_string(),
+            user,
+            source,
+            reason,
+        });
+    }
+
+    fn drain_tx_events(&mut self, now: Instant) {
+        while let Some(ev) = self.tx.poll_event() {
+            match ev {
+                TxEvent::Response { id, response } => self.on_client_response(id, response, now),
+                TxEvent::Timeout { id } | TxEvent::TransportError { id } => {
+                    self.on_client_failure(id, now)
+                }
+                TxEvent::ServerTimeout { id } => {
+                    self.server_roles.remove(&id);
+                }
+                TxEvent::AckTimeout { id } => self.on_ack_timeout(id, now),
+                #[allow(unreachable_patterns)]
+                _ => {}
+            }
+        }
+    }
+
+    pub(crate) fn new_call_id(&mut self) -> u64 {
+        let id = self.next_call;
+        self.next_call += 1;
+        id
+    }
+
+    /// Starts a client transaction. Fails only for a request we built wrongly, which is a
+    /// bug worth a log line, not a crash.
+    pub(crate) fn send_request(
+        &mut self,
+        req: Request,
+        target: Target,
+        now: Instant,
+    ) -> Option<ClientTxId> {
+        match self.tx.send_request(req, target, now) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::error!(error = %e, target = ?target, "could not start a client transaction");
+                None
+            }
+        }
+    }
+}

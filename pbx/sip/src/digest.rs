@@ -11,8 +11,10 @@
 //! 1. No credentials, or [`Credentials::parse`] fails (an unknown scheme such as RFC 4475
 //!    TC_REGAUT01, an algorithm or qop we do not support): answer 401/407 with fresh
 //!    [`challenge`]s from [`NonceManager::issue`].
-//! 2. Look the user up by `creds.username` and `creds.realm`, take the stored HA1 for
-//!    `creds.algorithm` (unknown user: challenge again, as for a wrong password).
+//! 2. Check `creds.realm` is ours (and, RFC 7616 §3.4, that `creds.uri` names the
+//!    Request-URI), look the user up by `creds.username`, take the stored HA1 for
+//!    `creds.algorithm.base()` (unknown user: challenge again, exactly as for a wrong
+//!    password, so that user names cannot be probed).
 //! 3. Call [`NonceManager::authenticate`]; on [`Verdict::Authorized`] go on; otherwise
 //!    challenge again with `stale = verdict.stale()`.
 //!

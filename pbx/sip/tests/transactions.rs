@@ -826,7 +826,7 @@ fn a_2xx_is_retransmitted_until_its_ack() {
     let fired = run_timers(&mut layer, t0, t0 + Duration::from_secs(60));
     assert!(send_times(&fired).is_empty());
     assert!(fired.iter().all(|(_, _, e)| e.is_empty()));
-    assert!(layer.is_empty());
+    assert!(quiet(&layer));
 }
 
 #[test]
@@ -863,7 +863,7 @@ fn ack_received_stops_the_2xx_and_ack_timeout_fires_without_it() {
     );
     let ev: Vec<_> = fired.into_iter().flat_map(|(_, _, e)| e).collect();
     assert_eq!(ev, [TxEvent::AckTimeout { id: inv }]);
-    assert!(layer.is_empty());
+    assert!(quiet(&layer));
 }
 
 // ---- RFC 2543 peers -------------------------------------------------------------------
@@ -1194,6 +1194,11 @@ impl Pair {
     }
 }
 
+/// No transaction, no 2xx waiting for an ACK, no timer.
+fn quiet(layer: &TransactionLayer) -> bool {
+    layer.is_empty() && layer.awaiting_ack_count() == 0 && layer.poll_timeout().is_none()
+}
+
 #[test]
 fn invite_and_options_complete_through_30_percent_loss() {
     let mut total_dropped = 0;
@@ -1244,7 +1249,7 @@ fn invite_and_options_complete_through_30_percent_loss() {
             "seed {seed}: {:?}",
             pair.uas_events
         );
-        assert!(pair.layers.iter().all(|l| l.is_empty()), "seed {seed}");
+        assert!(pair.layers.iter().all(quiet), "seed {seed}");
         total_dropped += pair.dropped;
     }
     assert!(total_dropped > 20, "the network did drop packets");
@@ -1261,7 +1266,7 @@ fn lossless_pair_exchanges_the_minimum() {
     let statuses: Vec<u16> = pair.uac_statuses.iter().map(|(_, s)| *s).collect();
     assert_eq!(statuses, [180, 200]);
     assert_eq!(pair.uas_acks, 1);
-    assert!(pair.layers.iter().all(|l| l.is_empty()));
+    assert!(pair.layers.iter().all(quiet));
 }
 
 #[test]
@@ -1274,4 +1279,39 @@ fn timers_default_to_the_rfc_values() {
     assert_eq!(t.timer_i(Transport::Udp), ms(5000));
     assert_eq!(t.timer_k(Transport::Tcp), Duration::ZERO);
     assert_eq!(t.timer_j(Transport::Udp), Duration::from_secs(32));
+}
+
+#[test]
+fn ten_thousand_transactions_share_one_schedule() {
+    let t0 = Instant::now();
+    let mut layer = TransactionLayer::default();
+    let n = 10_000u64;
+    for i in 0..n {
+        // Staggered starts: deadlines of different transactions interleave.
+        layer
+            .send_request(
+                request(Method::Options, &new_branch(), 1),
+                bob(Transport::Udp),
+                t0 + ms(i % 1000),
+            )
+            .unwrap();
+    }
+    assert_eq!(layer.len(), n as usize);
+    assert_eq!(layer.poll_timeout(), Some(t0 + ms(500)));
+    let mut last = t0;
+    let (mut sent, mut timeouts) = (0usize, 0usize);
+    while let Some(at) = layer.poll_timeout() {
+        assert!(at >= last, "deadlines come out in order");
+        last = at;
+        layer.handle_timeout(at);
+        sent += transmits(&mut layer).len();
+        timeouts += events(&mut layer).len();
+    }
+    assert_eq!(
+        sent,
+        n as usize * 11,
+        "one send plus ten retransmissions each"
+    );
+    assert_eq!(timeouts, n as usize);
+    assert!(layer.is_empty());
 }

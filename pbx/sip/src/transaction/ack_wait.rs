@@ -4,8 +4,9 @@
 //! the layer so that every TU gets it right, keyed by Call-ID and CSeq number because that
 //! is what an ACK for a 2xx shares with its INVITE (it has a branch of its own).
 //!
-//! The 2xx is retransmitted on reliable transports too: reliability there is hop by hop,
-//! and a proxy forwarding our 2xx over UDP does not retransmit it (§13.3.1.4, §17.2.1).
+//! The 2xx is retransmitted on reliable transports too: §13.3.1.4 says this "is
+//! independent of whatever transport protocols are used", because a hop between a proxy
+//! and the UAC may be UDP and nothing else retransmits a 2xx end to end.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -329,7 +329,7 @@ impl TransactionLayer {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0 && self.ack_waits.is_empty()
+        self.len() == 0
     }
 
     pub fn client_count(&self) -> usize {

@@ -1,1 +1,427 @@
-fn main() {}
+//! `switchboard`: the one binary. `serve` runs the PBX; `user` manages SIP users in the
+//! same database the server uses (it may run while the server does).
+
+mod config;
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use switchboard_core::{EngineConfig, LocalAddress, RegistrarConfig};
+use switchboard_runtime::{advertised_host, DriverConfig, Metrics, SipSockets};
+use switchboard_sip::digest::offered_algorithms;
+use switchboard_sip::transaction::Timers;
+use switchboard_store::{NewUser, Store, StoreError};
+use tokio::sync::watch;
+
+use crate::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Switchboard: an open-source contact-center PBX"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct GlobalArgs {
+    /// TOML configuration file (see docs/configuration.md).
+    #[arg(long, global = true, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory for the embedded SQLite database and other state.
+    #[arg(long, global = true, env = "SWITCHBOARD_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database instead of SQLite in the data directory: sqlite:PATH or postgres://…
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_DATABASE_URL",
+        value_name = "URL"
+    )]
+    database_url: Option<String>,
+    /// SIP domain, also the digest realm (default switchboard.local).
+    #[arg(long, global = true, env = "SWITCHBOARD_DOMAIN", value_name = "NAME")]
+    domain: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the PBX: SIP on UDP and TCP, and the HTTP endpoints.
+    Serve(ServeArgs),
+    /// Manage SIP users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Where SIP listens, on UDP and TCP (default 0.0.0.0:5060).
+    #[arg(long, env = "SWITCHBOARD_SIP_LISTEN", value_name = "ADDR:PORT")]
+    sip_listen: Option<SocketAddr>,
+    /// Host written in Via and Contact when it differs from the listen address (NAT).
+    #[arg(long, env = "SWITCHBOARD_SIP_ADVERTISE", value_name = "HOST")]
+    sip_advertise: Option<String>,
+    /// Where HTTP (/healthz, /metrics) listens (default 127.0.0.1:8080).
+    #[arg(long, env = "SWITCHBOARD_HTTP_LISTEN", value_name = "ADDR:PORT")]
+    http_listen: Option<SocketAddr>,
+    /// Seconds callee devices ring before the caller gets 408 (default 60).
+    #[arg(long, env = "SWITCHBOARD_RING_TIMEOUT", value_name = "SECONDS")]
+    ring_timeout: Option<u64>,
+    /// Also offer SHA-256 digest challenges (after MD5).
+    #[arg(long, env = "SWITCHBOARD_SHA256", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    sha256: Option<bool>,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user. Without --password, the password is read from standard input.
+    Add {
+        name: String,
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long)]
+        extension: Option<String>,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// List users.
+    List,
+    /// Remove a user and their registrations.
+    Remove { name: String },
+    /// Set a user's password. Without --password, it is read from standard input.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Add users from a CSV file: name,password[,extension[,display name]] per line.
+    Import { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut over = Overrides {
+        domain: cli.global.domain.clone(),
+        data_dir: cli.global.data_dir.clone(),
+        database_url: cli.global.database_url.clone(),
+        ..Overrides::default()
+    };
+    if let Command::Serve(s) = &cli.command {
+        over.sip_listen = s.sip_listen;
+        over.sip_advertise = s.sip_advertise.clone();
+        over.http_listen = s.http_listen;
+        over.ring_timeout = s.ring_timeout;
+        over.sha256 = s.sha256;
+    }
+    let cfg = config::load(cli.global.config.as_deref(), &over)?;
+    match cli.command {
+        Command::Serve(_) => serve(cfg).await,
+        Command::User(cmd) => user(cfg, cmd).await,
+    }
+}
+
+async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    if cfg.database_url.is_none() {
+        std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                cfg.data_dir.display()
+            )
+        })?;
+    }
+    let url = cfg.database_url();
+    Store::open(&url)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact(&url)))
+}
+
+/// Hides a password in a database URL for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let store = open_store(&cfg).await?;
+    let stale_realm = store
+        .list_users()
+        .await?
+        .iter()
+        .filter(|u| u.realm != cfg.domain)
+        .count();
+    if stale_realm > 0 {
+        tracing::warn!(users = stale_realm, domain = %cfg.domain, "users were created for another domain and cannot authenticate until their password is set again");
+    }
+    let sockets = SipSockets::bind(cfg.sip_listen).await?;
+    let local = sockets.local_addr();
+    let http = tokio::net::TcpListener::bind(cfg.http_listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", cfg.http_listen))?;
+    let engine_config = EngineConfig {
+        domain: cfg.domain.clone(),
+        local: LocalAddress {
+            host: cfg
+                .sip_advertise
+                .clone()
+                .unwrap_or_else(|| advertised_host(local)),
+            port: local.port(),
+        },
+        ring_timeout: cfg.ring_timeout,
+        algorithms: offered_algorithms(cfg.sha256).to_vec(),
+        registrar: RegistrarConfig {
+            min_expires: cfg.min_expires,
+            max_expires: cfg.max_expires,
+            default_expires: cfg.default_expires,
+            max_contacts: cfg.max_contacts,
+        },
+        nonce_secret: rand_secret(),
+        nonce_lifetime_secs: 300,
+        timers: Timers::default(),
+        user_agent: format!("Switchboard/{}", env!("CARGO_PKG_VERSION")),
+    };
+    let driver = DriverConfig {
+        max_message_size: cfg.max_message_size,
+        tcp_partial_timeout: cfg.tcp_partial_timeout,
+        max_tcp_connections: cfg.max_tcp_connections,
+        shutdown_grace: cfg.shutdown_grace,
+        ..DriverConfig::default()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let app = switchboard_web::router(switchboard_web::AppState {
+        metrics: metrics.clone(),
+    });
+    let http_addr = http.local_addr()?;
+    let mut http_shutdown = shutdown_rx.clone();
+    let http_task = tokio::spawn(async move {
+        let _ = axum::serve(http, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.wait_for(|v| *v).await;
+            })
+            .await;
+    });
+    tracing::info!(sip = %local, http = %http_addr, domain = %cfg.domain, database = %redact(&cfg.database_url()), "Switchboard starting");
+
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: graceful shutdown");
+        let _ = shutdown_tx.send(true);
+        // A second signal stops at once.
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(1);
+    });
+
+    let result = switchboard_runtime::run(
+        sockets,
+        engine_config,
+        driver,
+        store.clone(),
+        metrics,
+        shutdown_rx,
+    )
+    .await;
+    let _ = http_task.await;
+    store.close().await;
+    result?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, only Ctrl-C via tokio's portable path is left.
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn rand_secret() -> Vec<u8> {
+    use rand::RngCore;
+    let mut s = vec![0u8; 32];
+    rand::thread_rng().fill_bytes(&mut s);
+    s
+}
+
+fn read_password(given: Option<String>) -> anyhow::Result<String> {
+    let pw = match given {
+        Some(p) => p,
+        None => {
+            eprintln!("password (read from standard input):");
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("cannot read the password from standard input")?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    if pw.is_empty() {
+        bail!("the password must not be empty");
+    }
+    Ok(pw)
+}
+
+async fn user(cfg: Config, cmd: UserCommand) -> anyhow::Result<()> {
+    let store = open_store(&cfg).await?;
+    let result = user_command(&cfg, &store, cmd).await;
+    store.close().await;
+    result
+}
+
+async fn user_command(cfg: &Config, store: &Store, cmd: UserCommand) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Add {
+            name,
+            password,
+            extension,
+            display_name,
+        } => {
+            let password = read_password(password)?;
+            store
+                .add_user(&NewUser {
+                    name: name.clone(),
+                    password,
+                    extension,
+                    display_name,
+                    realm: cfg.domain.clone(),
+                })
+                .await?;
+            println!("added user {name} (realm {})", cfg.domain);
+        }
+        UserCommand::List => {
+            let users = store.list_users().await?;
+            println!(
+                "{:<24} {:<10} {:<24} REALM",
+                "NAME", "EXTENSION", "DISPLAY NAME"
+            );
+            for u in users {
+                println!(
+                    "{:<24} {:<10} {:<24} {}",
+                    u.name,
+                    u.extension.as_deref().unwrap_or("-"),
+                    u.display_name.as_deref().unwrap_or("-"),
+                    u.realm
+                );
+            }
+        }
+        UserCommand::Remove { name } => {
+            store.remove_user(&name).await?;
+            println!("removed user {name}");
+        }
+        UserCommand::Passwd { name, password } => {
+            let password = read_password(password)?;
+            store.set_password(&name, &password, &cfg.domain).await?;
+            println!("password of {name} changed (realm {})", cfg.domain);
+        }
+        UserCommand::Import { file } => {
+            let n = import(cfg, store, &file).await?;
+            println!("imported {n} users from {}", file.display());
+        }
+    }
+    Ok(())
+}
+
+async fn import(cfg: &Config, store: &Store, file: &Path) -> anyhow::Result<usize> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut users = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut f = line.splitn(4, ',').map(str::trim);
+        let (Some(name), Some(password)) = (f.next(), f.next()) else {
+            bail!(
+                "{}:{}: expected name,password[,extension[,display name]]",
+                file.display(),
+                i + 1
+            );
+        };
+        if password.is_empty() {
+            bail!("{}:{}: empty password", file.display(), i + 1);
+        }
+        let extension = f.next().filter(|s| !s.is_empty()).map(str::to_string);
+        let display_name = f.next().filter(|s| !s.is_empty()).map(str::to_string);
+        users.push((
+            i + 1,
+            NewUser {
+                name: name.to_string(),
+                password: password.to_string(),
+                extension,
+                display_name,
+                realm: cfg.domain.clone(),
+            },
+        ));
+    }
+    for (line, u) in &users {
+        match store.add_user(u).await {
+            Ok(()) => {}
+            Err(
+                e @ (StoreError::Conflict(_)
+                | StoreError::InvalidName { .. }
+                | StoreError::InvalidExtension { .. }
+                | StoreError::InvalidField { .. }),
+            ) => {
+                bail!("{}:{line}: {e}", file.display())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(users.len())
+}

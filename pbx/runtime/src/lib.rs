@@ -1,1 +1,499 @@
-//! Runtime — being written.
+//! The tokio driver around the pure [`Engine`]: it owns the UDP socket, the TCP listener
+//! and connections, real time, and the store. It is deliberately thin: every SIP decision
+//! is the engine's. One task runs the engine (and reads UDP itself, so a datagram costs no
+//! channel hop); one task per TCP connection frames messages; one task writes bindings to
+//! the store; one polls the store for user changes.
+//!
+//! It must never block the engine task on the database or on a slow peer: bounded queues
+//! everywhere, and what does not fit is dropped and counted.
+
+mod metrics;
+mod tcp;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use switchboard_core::target::{format_target, parse_target};
+use switchboard_core::{
+    Binding, BindingChange, Directory, DirectoryUser, Engine, EngineConfig, EngineEvent,
+};
+use switchboard_sip::transaction::{Target, Transport};
+use switchboard_sip::{Message, ParseError};
+use switchboard_store::Store;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, watch};
+
+pub use metrics::Metrics;
+
+/// Limits and timings of the driver itself (the protocol's live in `EngineConfig`).
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Largest SIP message accepted on UDP or TCP; larger ones are refused and counted.
+    pub max_message_size: usize,
+    /// A TCP peer that leaves a message half-sent for this long is disconnected.
+    pub tcp_partial_timeout: Duration,
+    /// A TCP connection with no traffic at all for this long is closed.
+    pub tcp_idle_timeout: Duration,
+    pub max_tcp_connections: usize,
+    /// How long shutdown waits for calls to be hung up and transactions to finish.
+    pub shutdown_grace: Duration,
+    /// How often the store is asked whether users changed.
+    pub user_poll_interval: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> DriverConfig {
+        DriverConfig {
+            max_message_size: 65_535,
+            tcp_partial_timeout: Duration::from_secs(32),
+            tcp_idle_timeout: Duration::from_secs(3600),
+            max_tcp_connections: 10_000,
+            shutdown_grace: Duration::from_secs(10),
+            user_poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    #[error("cannot listen for SIP on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("storage: {0}")]
+    Store(#[from] switchboard_store::StoreError),
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The bound SIP sockets: UDP and TCP on the same address and port.
+pub struct SipSockets {
+    udp: UdpSocket,
+    tcp: TcpListener,
+    local: SocketAddr,
+}
+
+impl SipSockets {
+    /// Binds UDP and TCP on `addr`. With port 0, one free port that both can use is chosen.
+    pub async fn bind(addr: SocketAddr) -> Result<SipSockets, RuntimeError> {
+        let attempts = if addr.port() == 0 { 20 } else { 1 };
+        let mut last_err = None;
+        for _ in 0..attempts {
+            let udp = match UdpSocket::bind(addr).await {
+                Ok(u) => u,
+                Err(source) => return Err(RuntimeError::Bind { addr, source }),
+            };
+            let local = udp.local_addr()?;
+            match TcpListener::bind(local).await {
+                Ok(tcp) => return Ok(SipSockets { udp, tcp, local }),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(RuntimeError::Bind {
+            addr,
+            source: last_err.unwrap_or_else(|| std::io::Error::other("no free port")),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+/// The address to write in Via and Contact when listening on `listen`: the listen address
+/// itself, or for a wildcard the address the OS would route outward from (found with a
+/// connected UDP socket, which sends nothing).
+pub fn advertised_host(listen: SocketAddr) -> String {
+    let ip = if listen.ip().is_unspecified() {
+        let probe = StdUdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .and_then(|s| s.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).map(|_| s))
+            .and_then(|s| s.local_addr());
+        match probe {
+            Ok(a) if !a.ip().is_unspecified() => a.ip(),
+            _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    } else {
+        listen.ip()
+    };
+    match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+/// What the other tasks tell the engine task.
+enum Input {
+    Message(Message, Target),
+    ParseError(ParseError, Target),
+    TcpOpened(SocketAddr, mpsc::Sender<Arc<[u8]>>),
+    TcpClosed(SocketAddr),
+    TcpConnectFailed(SocketAddr),
+    Directory(Directory),
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub fn to_directory(users: Vec<switchboard_store::User>) -> Directory {
+    Directory::new(users.into_iter().map(|u| DirectoryUser {
+        name: u.name,
+        extension: u.extension,
+        display_name: u.display_name,
+        realm: u.realm,
+        ha1_md5: u.ha1_md5,
+        ha1_sha256: u.ha1_sha256,
+    }))
+}
+
+fn binding_from_store(b: switchboard_store::Binding) -> Option<Binding> {
+    let Some(source) = parse_target(&b.received) else {
+        tracing::warn!(aor = %b.aor, received = %b.received, "stored binding with an unreadable source skipped");
+        return None;
+    };
+    Some(Binding {
+        aor: b.aor,
+        contact: b.contact,
+        instance: b.instance,
+        call_id: b.call_id,
+        cseq: u32::try_from(b.cseq).unwrap_or(0),
+        expires_at: u64::try_from(b.expires_at).unwrap_or(0),
+        source,
+        path: b
+            .path
+            .map(|p| p.lines().map(str::to_string).collect())
+            .unwrap_or_default(),
+        user_agent: b.user_agent,
+    })
+}
+
+fn binding_to_store(b: &Binding) -> switchboard_store::Binding {
+    switchboard_store::Binding {
+        aor: b.aor.clone(),
+        contact: b.contact.clone(),
+        instance: b.instance.clone(),
+        call_id: b.call_id.clone(),
+        cseq: i64::from(b.cseq),
+        expires_at: i64::try_from(b.expires_at).unwrap_or(i64::MAX),
+        received: format_target(b.source),
+        // One Path value per line: values never contain a line break once parsed.
+        path: (!b.path.is_empty()).then(|| b.path.join("\n")),
+        user_agent: b.user_agent.clone(),
+    }
+}
+
+/// Runs the SIP service until `shutdown` turns true, then shuts down gracefully: new calls
+/// are refused, live calls get BYE, and the loop ends when the engine is idle or the grace
+/// period is over. Binding writes are flushed before returning.
+pub async fn run(
+    sockets: SipSockets,
+    engine_config: EngineConfig,
+    driver: DriverConfig,
+    store: Store,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), RuntimeError> {
+    let users = store.list_users().await?;
+    let mut revision = store.users_revision().await?;
+    let directory = to_directory(users);
+    let now_unix = unix_now();
+    let mut engine = Engine::new(engine_config, directory, Instant::now(), now_unix);
+    let restored: Vec<Binding> = store
+        .load_bindings(i64::try_from(now_unix).unwrap_or(i64::MAX))
+        .await?
+        .into_iter()
+        .filter_map(binding_from_store)
+        .collect();
+    tracing::info!(
+        registrations = restored.len(),
+        users = engine.stats().users,
+        "state loaded"
+    );
+    engine.restore_bindings(restored);
+
+    let (input_tx, mut input_rx) = mpsc::channel::<Input>(4096);
+
+    // Store writer: bindings are persisted off the engine task, coalesced per contact.
+    let (store_tx, store_rx) = mpsc::channel::<BindingChange>(65_536);
+    let writer = tokio::spawn(store_writer(store.clone(), store_rx, metrics.clone()));
+
+    // User directory poller.
+    let poller = {
+        let store = store.clone();
+        let input_tx = input_tx.clone();
+        let mut shutdown = shutdown.clone();
+        let interval = driver.user_poll_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = shutdown.changed() => return,
+                }
+                match store.users_revision().await {
+                    Ok(r) if r != revision => match store.list_users().await {
+                        Ok(users) => {
+                            revision = r;
+                            tracing::info!(users = users.len(), "user directory reloaded");
+                            if input_tx
+                                .send(Input::Directory(to_directory(users)))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "reloading users failed"),
+                    },
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "polling the user revision failed"),
+                }
+            }
+        })
+    };
+
+    let SipSockets { udp, tcp, local } = sockets;
+    let acceptor = tokio::spawn(tcp::accept_loop(
+        tcp,
+        input_tx.clone(),
+        driver.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    tracing::info!(%local, "SIP listening on UDP and TCP");
+    metrics.set_ready(true);
+
+    let mut tcp_conns: HashMap<SocketAddr, mpsc::Sender<Arc<[u8]>>> = HashMap::new();
+    let mut connecting: HashMap<SocketAddr, Vec<Arc<[u8]>>> = HashMap::new();
+    let mut buf = vec![0u8; driver.max_message_size + 1];
+    let mut shutting_down = false;
+    let mut grace_deadline = None;
+    let far_future = Duration::from_secs(86_400);
+
+    loop {
+        let wake = engine
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + far_future);
+        tokio::select! {
+            biased;
+            changed = shutdown.changed(), if !shutting_down => {
+                if changed.is_err() || *shutdown.borrow() {
+                    tracing::info!(calls = engine.stats().active_calls, "shutting down: hanging up calls");
+                    shutting_down = true;
+                    metrics.set_ready(false);
+                    engine.shutdown(Instant::now());
+                    grace_deadline = Some(Instant::now() + driver.shutdown_grace);
+                }
+            }
+            r = udp.recv_from(&mut buf) => {
+                let now = Instant::now();
+                match r {
+                    Ok((n, src)) => handle_udp(&mut engine, &buf, n, src, &driver, &metrics, now),
+                    Err(e) => tracing::debug!(error = %e, "UDP receive error"),
+                }
+                // Drain what else is queued without going back to the scheduler.
+                for _ in 0..64 {
+                    match udp.try_recv_from(&mut buf) {
+                        Ok((n, src)) => handle_udp(&mut engine, &buf, n, src, &driver, &metrics, now),
+                        Err(_) => break,
+                    }
+                }
+            }
+            input = input_rx.recv() => {
+                let now = Instant::now();
+                match input {
+                    Some(Input::Message(msg, source)) => engine.handle_message(msg, source, now),
+                    Some(Input::ParseError(err, source)) => engine.handle_parse_error(&err, source),
+                    Some(Input::TcpOpened(addr, tx)) => {
+                        if let Some(queued) = connecting.remove(&addr) {
+                            for data in queued {
+                                let _ = tx.try_send(data);
+                            }
+                        }
+                        tcp_conns.insert(addr, tx);
+                        metrics.set_tcp_connections(tcp_conns.len());
+                    }
+                    Some(Input::TcpClosed(addr)) => {
+                        tcp_conns.remove(&addr);
+                        metrics.set_tcp_connections(tcp_conns.len());
+                    }
+                    Some(Input::TcpConnectFailed(addr)) => {
+                        connecting.remove(&addr);
+                        engine.handle_transport_error(Target { transport: Transport::Tcp, addr }, now);
+                    }
+                    Some(Input::Directory(d)) => engine.set_directory(d),
+                    None => {}
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                engine.handle_timeout(Instant::now());
+            }
+        }
+
+        // Drain: transmits first, then events (the engine's contract).
+        while let Some(t) = engine.poll_transmit() {
+            match t.target.transport {
+                Transport::Udp => {
+                    if let Err(e) = udp.try_send_to(&t.data, t.target.addr) {
+                        if e.kind() == std::io::ErrorKind::WouldBlock {
+                            // The socket buffer is full: wait for room rather than drop.
+                            if let Err(e) = udp.send_to(&t.data, t.target.addr).await {
+                                tracing::debug!(error = %e, to = %t.target.addr, "UDP send failed");
+                            }
+                        } else {
+                            tracing::debug!(error = %e, to = %t.target.addr, "UDP send failed");
+                        }
+                    }
+                }
+                Transport::Tcp => {
+                    let addr = t.target.addr;
+                    if let Some(conn) = tcp_conns.get(&addr) {
+                        if conn.try_send(t.data).is_err() {
+                            metrics.count_dropped_send();
+                        }
+                    } else if let Some(q) = connecting.get_mut(&addr) {
+                        if q.len() < 64 {
+                            q.push(t.data);
+                        }
+                    } else if !shutting_down || engine.stats().active_calls > 0 {
+                        connecting.insert(addr, vec![t.data]);
+                        tokio::spawn(tcp::connect(
+                            addr,
+                            input_tx.clone(),
+                            driver.clone(),
+                            metrics.clone(),
+                            shutdown.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        while let Some(ev) = engine.poll_event() {
+            match ev {
+                EngineEvent::Binding(change) => {
+                    if store_tx.try_send(change).is_err() {
+                        tracing::warn!(
+                            "binding write queue full; a registration change was not persisted"
+                        );
+                    }
+                }
+                EngineEvent::CallStarted {
+                    call,
+                    caller,
+                    callee,
+                } => {
+                    tracing::info!(call, %caller, %callee, "call started");
+                }
+                EngineEvent::CallAnswered { call } => tracing::info!(call, "call answered"),
+                EngineEvent::CallEnded {
+                    call,
+                    caller,
+                    callee,
+                    outcome,
+                    status,
+                } => {
+                    tracing::info!(call, %caller, %callee, outcome = outcome.as_str(), status, "call ended");
+                }
+                EngineEvent::AuthFailed {
+                    method,
+                    user,
+                    source,
+                    reason,
+                } => {
+                    tracing::warn!(%method, user = user.as_deref().unwrap_or("-"), source = %format_target(source), ?reason, "authentication failed");
+                }
+                EngineEvent::Malformed {
+                    source,
+                    reason,
+                    answered,
+                } => {
+                    tracing::debug!(source = %format_target(source), %reason, answered, "malformed message");
+                }
+            }
+        }
+        metrics.update(&engine.stats());
+
+        if shutting_down {
+            let over = grace_deadline.is_some_and(|d| Instant::now() >= d);
+            if engine.is_idle() || over {
+                if !engine.is_idle() {
+                    tracing::warn!(
+                        calls = engine.stats().active_calls,
+                        transactions = engine.stats().transactions,
+                        "grace period over; stopping with work left"
+                    );
+                }
+                break;
+            }
+        }
+    }
+
+    drop(store_tx);
+    drop(input_tx);
+    acceptor.abort();
+    poller.abort();
+    if let Err(e) = writer.await {
+        tracing::error!(error = %e, "binding writer failed");
+    }
+    tracing::info!("SIP service stopped");
+    Ok(())
+}
+
+fn handle_udp(
+    engine: &mut Engine,
+    buf: &[u8],
+    n: usize,
+    src: SocketAddr,
+    driver: &DriverConfig,
+    metrics: &Metrics,
+    now: Instant,
+) {
+    if n > driver.max_message_size {
+        metrics.count_oversize();
+        tracing::debug!(%src, bytes = n, "oversize datagram dropped");
+        return;
+    }
+    // Keep-alive datagrams (CRLF, RFC 5626 §3.5.1) are not messages.
+    if buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        return;
+    }
+    engine.handle_datagram(
+        &buf[..n],
+        Target {
+            transport: Transport::Udp,
+            addr: src,
+        },
+        now,
+    );
+}
+
+async fn store_writer(store: Store, mut rx: mpsc::Receiver<BindingChange>, metrics: Arc<Metrics>) {
+    let mut batch: Vec<BindingChange> = Vec::with_capacity(1024);
+    while rx.recv_many(&mut batch, 1024).await > 0 {
+        // Only the last change of each contact in a batch matters.
+        let mut latest: HashMap<(String, String), BindingChange> = HashMap::new();
+        for change in batch.drain(..) {
+            let key = match &change {
+                BindingChange::Upserted(b) => (b.aor.clone(), b.contact.clone()),
+                BindingChange::Removed { aor, contact } => (aor.clone(), contact.clone()),
+            };
+            latest.insert(key, change);
+        }
+        for change in latest.into_values() {
+            let r = match &change {
+                BindingChange::Upserted(b) => store.save_binding(&binding_to_store(b)).await,
+                BindingChange::Removed { aor, contact } => store.delete_binding(aor, contact).await,
+            };
+            if let Err(e) = r {
+                metrics.count_store_error();
+                tracing::error!(error = %e, "persisting a registration failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Counters and gauges the HTTP side renders on /metrics. Written by the engine task after
+//! each batch of work and by the connection tasks; read lock-free.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use switchboard_core::Stats;
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    ready: AtomicBool,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub parse_errors: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub calls_total: AtomicU64,
+    pub calls_answered: AtomicU64,
+    pub registrations: AtomicU64,
+    pub active_calls: AtomicU64,
+    pub transactions: AtomicU64,
+    pub users: AtomicU64,
+    pub tcp_connections: AtomicU64,
+    pub oversize_messages: AtomicU64,
+    pub stalled_connections: AtomicU64,
+    pub refused_connections: AtomicU64,
+    pub dropped_sends: AtomicU64,
+    pub store_errors: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Relaxed)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Relaxed);
+    }
+
+    pub(crate) fn update(&self, s: &Stats) {
+        self.messages_in.store(s.messages_in, Relaxed);
+        self.messages_out.store(s.messages_out, Relaxed);
+        self.parse_errors.store(s.parse_errors, Relaxed);
+        self.auth_failures.store(s.auth_failures, Relaxed);
+        self.calls_total.store(s.calls_total, Relaxed);
+        self.calls_answered.store(s.calls_answered, Relaxed);
+        self.registrations.store(s.registrations as u64, Relaxed);
+        self.active_calls.store(s.active_calls as u64, Relaxed);
+        self.transactions.store(s.transactions as u64, Relaxed);
+        self.users.store(s.users as u64, Relaxed);
+    }
+
+    pub(crate) fn set_tcp_connections(&self, n: usize) {
+        self.tcp_connections.store(n as u64, Relaxed);
+    }
+    pub(crate) fn count_oversize(&self) {
+        self.oversize_messages.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn count_stalled(&self) {
+        self.stalled_connections.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn count_refused_connection(&self) {
+        self.refused_connections.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn count_dropped_send(&self) {
+        self.dropped_sends.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn count_store_error(&self) {
+        self.store_errors.fetch_add(1, Relaxed);
+    }
+
+    /// Every value with its Prometheus name, type and help text.
+    pub fn samples(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        vec![
+            (
+                "switchboard_registrations",
+                "gauge",
+                "Registered contacts.",
+                g(&self.registrations),
+            ),
+            (
+                "switchboard_users",
+                "gauge",
+                "Users in the directory.",
+                g(&self.users),
+            ),
+            (
+                "switchboard_active_calls",
+                "gauge",
+                "Calls in progress.",
+                g(&self.active_calls),
+            ),
+            (
+                "switchboard_sip_transactions",
+                "gauge",
+                "Live SIP transactions.",
+                g(&self.transactions),
+            ),
+            (
+                "switchboard_tcp_connections",
+                "gauge",
+                "Open SIP TCP connections.",
+                g(&self.tcp_connections),
+            ),
+            (
+                "switchboard_sip_messages_received_total",
+                "counter",
+                "SIP messages received and parsed.",
+                g(&self.messages_in),
+            ),
+            (
+                "switchboard_sip_messages_sent_total",
+                "counter",
+                "SIP messages sent.",
+                g(&self.messages_out),
+            ),
+            (
+                "switchboard_sip_parse_errors_total",
+                "counter",
+                "SIP messages that could not be parsed or used.",
+                g(&self.parse_errors),
+            ),
+            (
+                "switchboard_sip_oversize_total",
+                "counter",
+                "SIP messages refused for their size.",
+                g(&self.oversize_messages),
+            ),
+            (
+                "switchboard_auth_failures_total",
+                "counter",
+                "Digest authentications that failed.",
+                g(&self.auth_failures),
+            ),
+            (
+                "switchboard_calls_total",
+                "counter",
+                "Calls started.",
+                g(&self.calls_total),
+            ),
+            (
+                "switchboard_calls_answered_total",
+                "counter",
+                "Calls answered.",
+                g(&self.calls_answered),
+            ),
+            (
+                "switchboard_tcp_stalled_total",
+                "counter",
+                "TCP peers disconnected for stalling mid-message.",
+                g(&self.stalled_connections),
+            ),
+            (
+                "switchboard_tcp_refused_total",
+                "counter",
+                "TCP connections refused at the limit.",
+                g(&self.refused_connections),
+            ),
+            (
+                "switchboard_sends_dropped_total",
+                "counter",
+                "Messages dropped because a peer's queue was full.",
+                g(&self.dropped_sends),
+            ),
+            (
+                "switchboard_store_errors_total",
+                "counter",
+                "Failed registration writes.",
+                g(&self.store_errors),
+            ),
+        ]
+    }
+}

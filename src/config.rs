@@ -1,0 +1,443 @@
+//! Configuration: defaults, then the TOML file (`--config`), then `SWITCHBOARD_*`
+//! environment variables, then command-line flags, each overriding the one before.
+//! Validated once at start-up; an error names the file, line, column and field, and
+//! start-up stops.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub domain: String,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub sip_listen: SocketAddr,
+    pub sip_advertise: Option<String>,
+    pub ring_timeout: Duration,
+    pub sha256: bool,
+    pub http_listen: SocketAddr,
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+    pub max_contacts: usize,
+    pub max_message_size: usize,
+    pub tcp_partial_timeout: Duration,
+    pub max_tcp_connections: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            domain: "switchboard.local".into(),
+            data_dir: PathBuf::from("switchboard-data"),
+            database_url: None,
+            sip_listen: "0.0.0.0:5060".parse().expect("literal address"),
+            sip_advertise: None,
+            ring_timeout: Duration::from_secs(60),
+            sha256: false,
+            http_listen: "127.0.0.1:8080".parse().expect("literal address"),
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_contacts: 10,
+            max_message_size: 65_535,
+            tcp_partial_timeout: Duration::from_secs(32),
+            max_tcp_connections: 10_000,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// The database URL in effect: the explicit one, or SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| switchboard_store::Store::sqlite_url_for_data_dir(&self.data_dir))
+    }
+}
+
+/// A configuration error with where it was found.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    /// 1-based line and column, when known.
+    pub position: Option<(usize, usize)>,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.position) {
+            (Some(file), Some((l, c))) => write!(f, "{}:{l}:{c}: ", file.display())?,
+            (Some(file), None) => write!(f, "{}: ", file.display())?,
+            _ => {}
+        }
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    domain: Option<Spanned<String>>,
+    data_dir: Option<Spanned<String>>,
+    database_url: Option<Spanned<String>>,
+    #[serde(default)]
+    sip: SipSection,
+    #[serde(default)]
+    http: HttpSection,
+    #[serde(default)]
+    registrar: RegistrarSection,
+    #[serde(default)]
+    limits: LimitsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SipSection {
+    listen: Option<Spanned<String>>,
+    advertise: Option<Spanned<String>>,
+    ring_timeout: Option<Spanned<i64>>,
+    sha256: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpSection {
+    listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistrarSection {
+    min_expires: Option<Spanned<i64>>,
+    max_expires: Option<Spanned<i64>>,
+    default_expires: Option<Spanned<i64>>,
+    max_contacts: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    max_message_size: Option<Spanned<i64>>,
+    tcp_partial_timeout: Option<Spanned<i64>>,
+    max_tcp_connections: Option<Spanned<i64>>,
+    shutdown_grace: Option<Spanned<i64>>,
+}
+
+/// Values from flags and environment (clap merges those two); `None` = not given.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub domain: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub sip_listen: Option<SocketAddr>,
+    pub sip_advertise: Option<String>,
+    pub http_listen: Option<SocketAddr>,
+    pub ring_timeout: Option<u64>,
+    pub sha256: Option<bool>,
+}
+
+fn line_col(text: &str, span: Range<usize>) -> (usize, usize) {
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, col)
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Range<usize>, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: Some(self.file.to_path_buf()),
+            position: Some(line_col(self.text, span)),
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn addr(&self, v: &Spanned<String>, field: &str) -> Result<SocketAddr, ConfigError> {
+        v.get_ref().parse().map_err(|_| {
+            self.err(
+                v.span(),
+                field,
+                format!(
+                    "{:?} is not an address and port such as 0.0.0.0:5060",
+                    v.get_ref()
+                ),
+            )
+        })
+    }
+
+    fn ranged(
+        &self,
+        v: &Spanned<i64>,
+        field: &str,
+        min: i64,
+        max: i64,
+    ) -> Result<u64, ConfigError> {
+        let n = *v.get_ref();
+        if n < min || n > max {
+            return Err(self.err(
+                v.span(),
+                field,
+                format!("{n} is out of range ({min} to {max})"),
+            ));
+        }
+        Ok(n as u64)
+    }
+}
+
+/// Reads and validates the configuration.
+pub fn load(file: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError> {
+    let mut cfg = Config::default();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_path_buf()),
+            position: None,
+            field: String::new(),
+            message: format!("cannot read the configuration file: {e}"),
+        })?;
+        apply_file(&mut cfg, path, &text)?;
+    }
+    if let Some(v) = &over.domain {
+        cfg.domain = v.clone();
+    }
+    if let Some(v) = &over.data_dir {
+        cfg.data_dir = v.clone();
+    }
+    if let Some(v) = &over.database_url {
+        cfg.database_url = Some(v.clone());
+    }
+    if let Some(v) = over.sip_listen {
+        cfg.sip_listen = v;
+    }
+    if let Some(v) = &over.sip_advertise {
+        cfg.sip_advertise = Some(v.clone());
+    }
+    if let Some(v) = over.http_listen {
+        cfg.http_listen = v;
+    }
+    if let Some(v) = over.ring_timeout {
+        if v == 0 || v > 3600 {
+            return Err(ConfigError {
+                file: None,
+                position: None,
+                field: "--ring-timeout".into(),
+                message: format!("{v} is out of range (1 to 3600 seconds)"),
+            });
+        }
+        cfg.ring_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = over.sha256 {
+        cfg.sha256 = v;
+    }
+    validate_domain(&cfg.domain).map_err(|m| ConfigError {
+        file: None,
+        position: None,
+        field: "domain".into(),
+        message: m,
+    })?;
+    Ok(cfg)
+}
+
+/// The domain is the digest realm and the host of the URIs we write: a host name or an
+/// IP address, nothing that needs quoting.
+fn validate_domain(d: &str) -> Result<(), String> {
+    if d.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if !d
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
+    {
+        return Err(format!("{d:?} is not a host name or IP address"));
+    }
+    Ok(())
+}
+
+fn apply_file(cfg: &mut Config, path: &Path, text: &str) -> Result<(), ConfigError> {
+    let parsed: FileConfig = toml::from_str(text).map_err(|e| {
+        let position = e.span().map(|s| line_col(text, s));
+        ConfigError {
+            file: Some(path.to_path_buf()),
+            position,
+            field: String::new(),
+            message: e.message().trim().to_string(),
+        }
+    })?;
+    let ctx = Ctx { file: path, text };
+    if let Some(v) = &parsed.domain {
+        validate_domain(v.get_ref()).map_err(|m| ctx.err(v.span(), "domain", m))?;
+        cfg.domain = v.get_ref().clone();
+    }
+    if let Some(v) = &parsed.data_dir {
+        cfg.data_dir = PathBuf::from(v.get_ref());
+    }
+    if let Some(v) = &parsed.database_url {
+        let u = v.get_ref();
+        if !(u.starts_with("sqlite:")
+            || u.starts_with("postgres://")
+            || u.starts_with("postgresql://"))
+        {
+            return Err(ctx.err(
+                v.span(),
+                "database_url",
+                "must start with sqlite: or postgres://",
+            ));
+        }
+        cfg.database_url = Some(u.clone());
+    }
+    if let Some(v) = &parsed.sip.listen {
+        cfg.sip_listen = ctx.addr(v, "sip.listen")?;
+    }
+    if let Some(v) = &parsed.sip.advertise {
+        validate_domain(v.get_ref()).map_err(|m| ctx.err(v.span(), "sip.advertise", m))?;
+        cfg.sip_advertise = Some(v.get_ref().clone());
+    }
+    if let Some(v) = &parsed.sip.ring_timeout {
+        cfg.ring_timeout = Duration::from_secs(ctx.ranged(v, "sip.ring_timeout", 1, 3600)?);
+    }
+    if let Some(v) = parsed.sip.sha256 {
+        cfg.sha256 = v;
+    }
+    if let Some(v) = &parsed.http.listen {
+        cfg.http_listen = ctx.addr(v, "http.listen")?;
+    }
+    let r = &parsed.registrar;
+    if let Some(v) = &r.min_expires {
+        cfg.min_expires = ctx.ranged(v, "registrar.min_expires", 1, 86_400)? as u32;
+    }
+    if let Some(v) = &r.max_expires {
+        cfg.max_expires = ctx.ranged(v, "registrar.max_expires", 1, 604_800)? as u32;
+    }
+    if let Some(v) = &r.default_expires {
+        cfg.default_expires = ctx.ranged(v, "registrar.default_expires", 1, 604_800)? as u32;
+    }
+    if let Some(v) = &r.max_contacts {
+        cfg.max_contacts = ctx.ranged(v, "registrar.max_contacts", 1, 1000)? as usize;
+    }
+    if cfg.min_expires > cfg.max_expires {
+        let span = r
+            .min_expires
+            .as_ref()
+            .or(r.max_expires.as_ref())
+            .map_or(0..0, Spanned::span);
+        return Err(ctx.err(
+            span,
+            "registrar.min_expires",
+            "must not exceed registrar.max_expires",
+        ));
+    }
+    let l = &parsed.limits;
+    if let Some(v) = &l.max_message_size {
+        cfg.max_message_size = ctx.ranged(v, "limits.max_message_size", 1500, 1 << 20)? as usize;
+    }
+    if let Some(v) = &l.tcp_partial_timeout {
+        cfg.tcp_partial_timeout =
+            Duration::from_secs(ctx.ranged(v, "limits.tcp_partial_timeout", 1, 3600)?);
+    }
+    if let Some(v) = &l.max_tcp_connections {
+        cfg.max_tcp_connections =
+            ctx.ranged(v, "limits.max_tcp_connections", 1, 1_000_000)? as usize;
+    }
+    if let Some(v) = &l.shutdown_grace {
+        cfg.shutdown_grace =
+            Duration::from_secs(ctx.ranged(v, "limits.shutdown_grace", 0, 3600)?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let mut cfg = Config::default();
+        apply_file(&mut cfg, Path::new("sb.toml"), text).map(|()| cfg)
+    }
+
+    #[test]
+    fn reads_every_section() {
+        let cfg = load_text(
+            "domain = \"pbx.example.com\"\n[sip]\nlisten = \"127.0.0.1:5070\"\nring_timeout = 20\n\
+             [http]\nlisten = \"127.0.0.1:9000\"\n[registrar]\nmin_expires = 30\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.domain, "pbx.example.com");
+        assert_eq!(cfg.sip_listen.port(), 5070);
+        assert_eq!(cfg.ring_timeout, Duration::from_secs(20));
+        assert_eq!(cfg.http_listen.port(), 9000);
+        assert_eq!(cfg.min_expires, 30);
+    }
+
+    #[test]
+    fn bad_value_names_file_line_column_and_field() {
+        let e = load_text("domain = \"a.b\"\n\n[sip]\nlisten = \"nonsense\"\n").unwrap_err();
+        assert_eq!(e.to_string(), "sb.toml:4:10: sip.listen: \"nonsense\" is not an address and port such as 0.0.0.0:5060");
+        let e = load_text("[sip]\nring_timeout = 0\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "sb.toml:2:16: sip.ring_timeout: 0 is out of range (1 to 3600)"
+        );
+    }
+
+    #[test]
+    fn unknown_field_and_syntax_errors_have_positions() {
+        let e = load_text("[sip]\nlisen = \"1.2.3.4:5\"\n").unwrap_err();
+        assert_eq!(e.position, Some((2, 1)));
+        assert!(e.to_string().contains("unknown field `lisen`"), "{e}");
+        let e = load_text("domain = \n").unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(1));
+    }
+
+    #[test]
+    fn min_above_max_expires_is_refused() {
+        let e = load_text("[registrar]\nmin_expires = 600\nmax_expires = 300\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("sb.toml:2:15: registrar.min_expires"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn flags_override_file_and_are_validated() {
+        let over = Overrides {
+            ring_timeout: Some(0),
+            ..Overrides::default()
+        };
+        assert!(load(None, &over)
+            .unwrap_err()
+            .to_string()
+            .contains("--ring-timeout"));
+        let over = Overrides {
+            domain: Some("bad domain".into()),
+            ..Overrides::default()
+        };
+        assert!(load(None, &over).is_err());
+    }
+}

@@ -387,20 +387,21 @@ impl Engine {
         };
         let status = resp.status;
         call.final_status = Some(status);
+        let (caller, callee) = (call.caller.clone(), call.callee.clone());
         self.server_roles.remove(&a_tx);
         self.respond(a_tx, resp, now);
         if status >= 300 {
-            self.set_ending(key, now);
-            let Some(call) = self.calls.get(&key) else {
-                return;
-            };
+            // Record the outcome before `set_ending`: when no branch is left to clean up
+            // (a lone device answered 486) it forgets the call at once, and reading the
+            // call afterwards would silently drop the call record.
             self.events.push_back(EngineEvent::CallEnded {
                 call: key,
-                caller: call.caller.clone(),
-                callee: call.callee.clone(),
+                caller,
+                callee,
                 outcome: CallOutcome::from_status(status),
                 status,
             });
+            self.set_ending(key, now);
         }
     }
 

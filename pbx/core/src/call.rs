@@ -489,11 +489,15 @@ impl Engine {
         &mut self,
         cancel_tx: ServerTxId,
         invite_tx: Option<ServerTxId>,
+        cancel_status: u16,
         cancel: &Request,
         now: Instant,
     ) {
         let Some(invite_tx) = invite_tx else {
-            self.reply(cancel_tx, cancel, 481, now);
+            // The layer says 200 when the CANCEL matched an INVITE transaction that already
+            // sent its final response (the CANCEL/200 race: RFC 3261 §9.2, the CANCEL has
+            // no effect but is answered 200) and 481 only when it matched nothing.
+            self.reply(cancel_tx, cancel, cancel_status, now);
             return;
         };
         self.reply(cancel_tx, cancel, 200, now);

@@ -332,9 +332,9 @@ impl Engine {
             Ok(ServerInput::Cancel {
                 cancel_tx,
                 invite_tx,
-                cancel_status: _,
+                cancel_status,
                 request,
-            }) => self.on_cancel(cancel_tx, invite_tx, &request, now),
+            }) => self.on_cancel(cancel_tx, invite_tx, cancel_status, &request, now),
             Err(e) => {
                 self.stats.parse_errors += 1;
                 tracing::debug!(source = ?source, error = %e, "request refused by the transaction layer");

@@ -986,7 +986,34 @@ impl Engine {
         let a_bye = call.a.request(Method::Bye, &local, &new_branch());
         byes.push((a_bye, call.a.target));
         if let Some(w) = call.winner {
-            let d = &mut call.branches[w].dialog;
+            let b = &mut call.branches[w];
+            // The callee's 2xx is ACKed only when the caller ACKs ours; if that never
+            // happened (the caller's ACK timed out, or shutdown came first) ACK it now:
+            // a UAC ACKs every 2xx before it sends BYE (RFC 3261 §13.2.2.4), and the
+            // callee would otherwise retransmit its 2xx for 64*T1 after the BYE.
+            let acked = call
+                .acks
+                .iter()
+                .any(|a| a.call_id == b.dialog.call_id && a.cseq == b.invite_cseq);
+            if !acked {
+                let data = b
+                    .dialog
+                    .ack(b.invite_cseq, &local, &new_branch())
+                    .to_bytes();
+                let target = b.dialog.target;
+                call.acks.push(SentAck {
+                    call_id: b.dialog.call_id.clone(),
+                    cseq: b.invite_cseq,
+                    data: data.clone(),
+                    target,
+                });
+                // Queued before the BYEs: direct sends are drained first.
+                self.transmits.push_back(switchboard_sip::transaction::Transmit {
+                    target,
+                    data: data.into(),
+                });
+            }
+            let d = &mut b.dialog;
             byes.push((d.request(Method::Bye, &local, &new_branch()), d.target));
         }
         for (bye, target) in byes {

@@ -1315,3 +1315,43 @@ fn ten_thousand_transactions_share_one_schedule() {
     assert_eq!(timeouts, n as usize);
     assert!(layer.is_empty());
 }
+
+/// An ACK for a non-2xx that carries a new branch (SIPp's `[branch]` does this) still
+/// stops the final response's retransmissions: matched by Call-ID, CSeq and our To tag.
+#[test]
+fn ack_with_a_new_branch_still_confirms_a_rejected_invite() {
+    let t0 = Instant::now();
+    let mut layer = TransactionLayer::default();
+    let req = invite(&new_branch());
+    let id = new_server_tx(&mut layer, req.clone(), t0);
+    let challenge = response(&req, 407, Some("ours"));
+    layer.respond(id, challenge.clone(), t0).unwrap();
+    let _ = transmits(&mut layer);
+    let mut uac = TransactionLayer::default();
+    uac.send_request(req.clone(), bob(Transport::Udp), t0)
+        .unwrap();
+    uac.handle_response(challenge, t0).unwrap();
+    let mut ack = parsed_request(&transmits(&mut uac)[1]);
+    let mut via = ack.top_via().unwrap();
+    via.set_param("branch", Some(&new_branch()));
+    ack.headers.set(HeaderName::Via, via.to_string());
+    assert_eq!(
+        layer.handle_request(ack.clone(), alice(Transport::Udp), t0 + ms(10)),
+        Ok(ServerInput::AckAbsorbed)
+    );
+    // No Timer G retransmission any more: only Timer I remains.
+    assert_eq!(
+        layer.poll_timeout(),
+        Some(t0 + ms(10) + Duration::from_secs(5))
+    );
+    // The same ACK with another To tag is not ours: it goes up as an ACK for a 2xx.
+    ack.headers
+        .set(HeaderName::To, "<sip:bob@example.com>;tag=other");
+    let mut other = ack;
+    via.set_param("branch", Some(&new_branch()));
+    other.headers.set(HeaderName::Via, via.to_string());
+    assert!(matches!(
+        layer.handle_request(other, alice(Transport::Udp), t0 + ms(20)),
+        Ok(ServerInput::Ack2xx(_))
+    ));
+}

@@ -307,6 +307,12 @@ pub struct TransactionLayer {
     /// 2xx responses waiting for their ACK, by server transaction id.
     ack_waits: HashMap<u64, AckWait>,
     ack_index: HashMap<(String, u32), u64>,
+    /// INVITE server transactions that sent a non-2xx final, by (Call-ID, CSeq number,
+    /// our To tag): the fallback match for an ACK whose branch differs from its INVITE's
+    /// (§17.1.1.3 requires the same branch; SIPp scenarios and some phones send a new one,
+    /// and Kamailio's tm matches such ACKs the same way). Without it the final response
+    /// is retransmitted until Timer H.
+    rejected_index: HashMap<(String, u32, String), u64>,
     schedule: Schedule,
     out: Output,
 }
@@ -613,6 +619,14 @@ impl TransactionLayer {
                     .is_some_and(|tx| tx.response_to_tag == ack_tag)
             });
         }
+        if found.is_none() {
+            if let Ok(to) = request.to() {
+                if let Some(tag) = to.tag() {
+                    let key = (request.call_id()?.to_string(), seq, tag.to_string());
+                    found = self.rejected_index.get(&key).copied();
+                }
+            }
+        }
         if let Some(id) = found {
             if let Some(tx) = self.servers.get_mut(&id) {
                 match tx.on_ack(&mut ctx!(self, now)) {
@@ -686,10 +700,24 @@ impl TransactionLayer {
         } else {
             None
         };
+        let rejected_key = if tx.is_invite() && response.status >= 300 {
+            match (response.call_id(), response.cseq(), response.to()) {
+                (Ok(c), Ok(q), Ok(to)) => to.tag().map(|t| (c.to_string(), q.seq, t.to_string())),
+                _ => None,
+            }
+        } else {
+            None
+        };
         let source = tx.source;
         let sent = tx.respond(&response, &mut ctx!(self, now))?;
         if let Some(key) = ack_key {
             self.start_ack_wait(id, key, source, sent, now);
+        }
+        if let Some(key) = rejected_key {
+            if let Some(tx) = self.servers.get_mut(&id.0) {
+                tx.rejected_key = Some(key.clone());
+            }
+            self.rejected_index.insert(key, id.0);
         }
         self.after_server(id.0);
         Ok(())
@@ -705,6 +733,11 @@ impl TransactionLayer {
                 tx.timers_mut().stop_all(&mut self.schedule);
                 if self.server_index.get(&tx.key) == Some(&id) {
                     self.server_index.remove(&tx.key);
+                }
+                if let Some(key) = tx.rejected_key.take() {
+                    if self.rejected_index.get(&key) == Some(&id) {
+                        self.rejected_index.remove(&key);
+                    }
                 }
             }
         }

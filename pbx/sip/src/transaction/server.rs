@@ -99,6 +99,8 @@ pub(super) struct ServerTransaction {
     last: Option<Arc<[u8]>>,
     /// The To tag of our final response (RFC 2543 ACK matching).
     pub(super) response_to_tag: Option<String>,
+    /// This transaction's entry in the layer's `rejected_index`, removed with it.
+    pub(super) rejected_key: Option<(String, u32, String)>,
     interval: Duration,
     timers: TimerTable<ServerTimer, 5>,
 }
@@ -125,6 +127,7 @@ impl ServerTransaction {
             request: invite.then(|| request.clone()),
             last: None,
             response_to_tag: None,
+            rejected_key: None,
             interval: ctx.timers.t1,
             timers: TimerTable::new(Owner::Server(id.0)),
         };

@@ -108,7 +108,7 @@ impl ParseErrorKind {
 pub struct ParseError {
     kind: ParseErrorKind,
     /// The headers to copy into the answer (RFC 3261 §8.2.6.2), in received order.
-    reply: Option<Box<Vec<Header>>>,
+    reply: Option<Vec<Header>>,
     /// On a stream, the length of the bad message when its framing was still known.
     frame_len: Option<usize>,
 }
@@ -166,6 +166,9 @@ impl ParseError {
 }
 
 /// The outcome of reading a stream (TCP, TLS, WebSocket framing aside).
+// The size difference is the point: a message is returned by value once per message, and
+// boxing it would add an allocation on the hot path.
+#[allow(clippy::large_enum_variant)]
 pub enum StreamItem {
     /// A whole message and the number of bytes it took (leading CRLFs excluded: those are
     /// reported as `KeepAlive` first).
@@ -403,7 +406,7 @@ impl Head {
 
 /// The headers a response copies, when the message is a request other than ACK and all
 /// five are present (RFC 3261 §8.2.6.2; an ACK is never answered, RFC 3261 §17.2.3).
-fn reply_headers(method: Option<&Method>, headers: &Headers) -> Option<Box<Vec<Header>>> {
+fn reply_headers(method: Option<&Method>, headers: &Headers) -> Option<Vec<Header>> {
     match method {
         None | Some(Method::Ack) => return None,
         Some(_) => {}
@@ -434,7 +437,7 @@ fn reply_headers(method: Option<&Method>, headers: &Headers) -> Option<Box<Vec<H
             copied.push(h.clone());
         }
     }
-    Some(Box::new(copied))
+    Some(copied)
 }
 
 /// Parses the start line and the header lines (`text` ends before the empty line).
@@ -510,7 +513,7 @@ fn parse_head(text: &str) -> Result<Head, ParseError> {
 }
 
 fn parse_start_line(line: &str) -> Result<StartLine, ParseErrorKind> {
-    if line.len() >= 4 && line[..4].eq_ignore_ascii_case("SIP/") {
+    if starts_with_sip_slash(line) {
         return parse_status_line(line);
     }
     // Request-Line = Method SP Request-URI SP SIP-Version: exactly two single spaces, so
@@ -539,13 +542,19 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseErrorKind> {
     Ok(StartLine::Request(Method::from_token(method), uri))
 }
 
+/// Case-insensitive `SIP/` prefix, compared as bytes so that no UTF-8 boundary is cut.
+fn starts_with_sip_slash(s: &str) -> bool {
+    s.as_bytes()
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+}
+
 fn check_version(v: &str) -> Result<(), ParseErrorKind> {
     if v.eq_ignore_ascii_case("SIP/2.0") {
         return Ok(());
     }
     // Well-formed but another version → 505; anything else is a malformed line.
-    let b = v.as_bytes();
-    if b.len() >= 4 && v[..4].eq_ignore_ascii_case("SIP/") {
+    if starts_with_sip_slash(v) {
         if let Some((major, minor)) = v[4..].split_once('.') {
             let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
             if digits(major) && digits(minor) {
@@ -724,73 +733,48 @@ fn validate_header(
     content_length: &mut ContentLength,
     cseq_method: &mut Option<Method>,
 ) -> Result<(), ParseErrorKind> {
-    let bad = || ParseErrorKind::BadHeader(static_name(&h.name));
     let v = h.value.as_str();
-    match h.name {
-        HeaderName::Via => {
-            parse_via(v).map_err(|_| bad())?;
-        }
-        HeaderName::From | HeaderName::To => {
-            parse_name_addr(v).map_err(|_| bad())?;
-        }
-        HeaderName::Contact => {
-            // `*` is only meaningful in REGISTER; its misuse is semantic, not syntax.
-            if v != "*" {
-                parse_name_addr(v).map_err(|_| bad())?;
-            }
-        }
+    let ok = match h.name {
+        HeaderName::Via => parse_via(v).is_ok(),
+        HeaderName::From | HeaderName::To => parse_name_addr(v).is_ok(),
+        // `*` is only meaningful in REGISTER; its misuse is semantic, not syntax.
+        HeaderName::Contact => v == "*" || parse_name_addr(v).is_ok(),
+        // route-param = name-addr *( SEMI rr-param ): the brackets are mandatory.
         HeaderName::Route | HeaderName::RecordRoute | HeaderName::Path => {
-            // route-param = name-addr *( SEMI rr-param ): the brackets are mandatory.
-            let (_, bracketed) = name_addr(v).map_err(|_| bad())?;
-            if !bracketed {
-                return Err(bad());
-            }
+            matches!(name_addr(v), Ok((_, true)))
         }
-        HeaderName::CSeq => {
-            let cseq = parse_cseq(v).map_err(|_| bad())?;
-            if cseq_method.is_none() {
-                *cseq_method = Some(cseq.method);
+        HeaderName::CSeq => match parse_cseq(v) {
+            Ok(cseq) => {
+                cseq_method.get_or_insert(cseq.method);
+                true
             }
-        }
-        HeaderName::CallId => {
-            if !is_call_id(v) {
-                return Err(bad());
-            }
-        }
-        HeaderName::MaxForwards => {
-            // RFC 3261 §20.22: 0–255. RFC 4475 §3.1.2.4 lets us refuse an overlarge value.
-            if parse_digits_u64(v).is_none_or(|n| n > 255) {
-                return Err(bad());
-            }
-        }
-        HeaderName::Expires => {
-            // delta-seconds; an overlarge value is clamped by the registrar (RFC 4475
-            // §3.1.2.4), so only the digits are checked here.
-            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad());
-            }
-        }
+            Err(_) => false,
+        },
+        HeaderName::CallId => is_call_id(v),
+        // RFC 3261 §20.22: 0–255. RFC 4475 §3.1.2.4 lets us refuse an overlarge value.
+        HeaderName::MaxForwards => parse_digits_u64(v).is_some_and(|n| n <= 255),
+        // delta-seconds; an overlarge value is clamped by the registrar (RFC 4475
+        // §3.1.2.4), so only the digits are checked here.
+        HeaderName::Expires => !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()),
         HeaderName::ContentLength => {
             let n = parse_digits_u64(v).ok_or(ParseErrorKind::BadContentLength)?;
             *content_length = merge_length(*content_length, n);
+            true
         }
-        HeaderName::Date => {
-            if !is_rfc1123_gmt(v) {
-                return Err(bad());
-            }
-        }
+        HeaderName::Date => is_rfc1123_gmt(v),
+        // Option tags and methods are tokens; an empty list is allowed (RFC 3261 §20.37).
         HeaderName::Allow
         | HeaderName::Supported
         | HeaderName::Require
         | HeaderName::ProxyRequire
-        | HeaderName::Unsupported => {
-            if !v.is_empty() && !is_token(v) {
-                return Err(bad());
-            }
-        }
-        _ => {}
+        | HeaderName::Unsupported => v.is_empty() || is_token(v),
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ParseErrorKind::BadHeader(static_name(&h.name)))
     }
-    Ok(())
 }
 
 /// 1*DIGIT as a number; `None` when empty, not digits, or beyond u64.
@@ -1381,4 +1365,313 @@ pub fn parse_cseq(s: &str) -> Result<CSeq, SipError> {
         seq: seq as u32,
         method: Method::from_token(method),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 3261 §24.2 F1, Alice's INVITE (with its SDP replaced by a short body).
+    const INVITE: &str = "INVITE sip:bob@biloxi.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bKnashds8\r\n\
+Max-Forwards: 70\r\n\
+To: Bob <sip:bob@biloxi.com>\r\n\
+From: Alice <sip:alice@atlanta.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:alice@pc33.atlanta.com>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\
+\r\n\
+v=0\n";
+
+    fn request(text: &str) -> Request {
+        match parse_datagram(text.as_bytes()) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rfc3261_invite_parses_and_prints() {
+        let req = request(INVITE);
+        assert_eq!(req.method, Method::Invite);
+        assert_eq!(req.uri.to_string(), "sip:bob@biloxi.com");
+        assert_eq!(req.headers.0.len(), 9);
+        assert_eq!(req.call_id(), Ok("a84b4c76e66710"));
+        assert_eq!(req.cseq().unwrap().seq, 314159);
+        assert_eq!(req.from().unwrap().tag(), Some("1928301774"));
+        assert_eq!(req.top_via().unwrap().branch(), Some("z9hG4bKnashds8"));
+        assert_eq!(req.body, b"v=0\n");
+        // Printing gives the same bytes back: every header was in canonical form.
+        assert_eq!(String::from_utf8(req.to_bytes()).unwrap(), INVITE);
+    }
+
+    #[test]
+    fn rfc3261_response_parses_and_prints() {
+        // RFC 3261 §24.2 F2, with an empty body.
+        let text = "SIP/2.0 180 Ringing\r\n\
+Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bKnashds8;received=192.0.2.1\r\n\
+To: Bob <sip:bob@biloxi.com>;tag=a6c85cf\r\n\
+From: Alice <sip:alice@atlanta.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710\r\n\
+Contact: <sip:bob@192.0.2.4>\r\n\
+CSeq: 314159 INVITE\r\n\
+Content-Length: 0\r\n\r\n";
+        let Ok(Message::Response(resp)) = parse_datagram(text.as_bytes()) else {
+            panic!("a response");
+        };
+        assert_eq!((resp.status, resp.reason.as_str()), (180, "Ringing"));
+        assert_eq!(resp.to().unwrap().tag(), Some("a6c85cf"));
+        assert_eq!(String::from_utf8(resp.to_bytes()).unwrap(), text);
+    }
+
+    #[test]
+    fn folding_compact_forms_and_lists() {
+        let text = "\r\n\r\nOPTIONS sip:carol@chicago.com SIP/2.0\r\n\
+v: SIP/2.0/UDP a.example.com;branch=z9hG4bK1,\r\n SIP/2.0/TCP b.example.com;branch=z9hG4bK2\r\n\
+f: \"Smith, J\" <sip:j@example.com>;tag=1\r\n\
+t:\r\n\t<sip:carol@chicago.com>\r\n\
+i: 1@host\r\n\
+CSEQ  :  1 OPTIONS\r\n\
+m: \"a,b\" <sip:x@y>, <sip:p@q;lr>\r\n\
+Subject: first\r\n  second\r\n\
+k: path,  outbound\r\n\
+l: 0\r\n\r\n";
+        let req = request(text);
+        let vias: Vec<&str> = req.headers.get_all(&HeaderName::Via).collect();
+        assert_eq!(
+            vias,
+            [
+                "SIP/2.0/UDP a.example.com;branch=z9hG4bK1",
+                "SIP/2.0/TCP b.example.com;branch=z9hG4bK2"
+            ]
+        );
+        assert_eq!(
+            req.from().unwrap().display_name.as_deref(),
+            Some("\"Smith, J\"")
+        );
+        assert_eq!(
+            req.headers.get(&HeaderName::To),
+            Some("<sip:carol@chicago.com>")
+        );
+        let contacts: Vec<&str> = req.headers.get_all(&HeaderName::Contact).collect();
+        assert_eq!(contacts, ["\"a,b\" <sip:x@y>", "<sip:p@q;lr>"]);
+        assert_eq!(req.headers.get(&HeaderName::Subject), Some("first second"));
+        let supported: Vec<&str> = req.headers.get_all(&HeaderName::Supported).collect();
+        assert_eq!(supported, ["path", "outbound"]);
+    }
+
+    #[test]
+    fn content_length_on_datagrams() {
+        let base = INVITE.replace("Content-Length: 4\r\n", "");
+        // Absent: the body is the rest.
+        assert_eq!(request(&base).body, b"v=0\n");
+        // Smaller: truncated (RFC 4475 §3.1.1.8).
+        let short = INVITE.replace("Content-Length: 4", "Content-Length: 2");
+        assert_eq!(request(&short).body, b"v=");
+        // Larger, negative, not a number: refused with a 400.
+        for (cl, kind) in [
+            ("5", ParseErrorKind::BodyTruncated),
+            ("-1", ParseErrorKind::BadContentLength),
+            ("4x", ParseErrorKind::BadContentLength),
+            ("99999999999999999999999", ParseErrorKind::BadContentLength),
+        ] {
+            let text = INVITE.replace("Content-Length: 4", &format!("Content-Length: {cl}"));
+            let err = parse_datagram(text.as_bytes()).unwrap_err();
+            assert_eq!(err.kind(), kind, "{cl}");
+            let resp = err.response().unwrap();
+            assert_eq!(
+                (resp.status, resp.reason.as_str()),
+                (400, "Bad Content-Length")
+            );
+        }
+    }
+
+    #[test]
+    fn error_response_copies_headers_and_adds_a_stable_to_tag() {
+        let text = INVITE.replace("Max-Forwards: 70", "Max-Forwards: 7O");
+        let err = parse_datagram(text.as_bytes()).unwrap_err();
+        assert_eq!(err.kind(), ParseErrorKind::BadHeader("Max-Forwards"));
+        let resp = err.response().unwrap();
+        assert_eq!(
+            (resp.status, resp.reason.as_str()),
+            (400, "Bad Max-Forwards")
+        );
+        assert_eq!(resp.call_id(), Ok("a84b4c76e66710"));
+        assert_eq!(resp.cseq().unwrap().seq, 314159);
+        let tag = resp.to().unwrap().tag().map(str::to_string);
+        assert!(tag.is_some());
+        // A retransmission gets the same tag.
+        let again = parse_datagram(text.as_bytes())
+            .unwrap_err()
+            .response()
+            .unwrap();
+        assert_eq!(again.to().unwrap().tag().map(str::to_string), tag);
+
+        // Never an answer to an ACK or a response.
+        let ack = text.replace("INVITE", "ACK");
+        assert!(parse_datagram(ack.as_bytes())
+            .unwrap_err()
+            .response()
+            .is_none());
+        let resp_text = "SIP/2.0 200 OK\r\nCSeq: x INVITE\r\n\r\n";
+        assert!(parse_datagram(resp_text.as_bytes())
+            .unwrap_err()
+            .response()
+            .is_none());
+        // Nor when a header the answer needs is missing.
+        let no_call_id = text.replace("Call-ID: a84b4c76e66710\r\n", "");
+        assert!(parse_datagram(no_call_id.as_bytes())
+            .unwrap_err()
+            .response()
+            .is_none());
+    }
+
+    #[test]
+    fn versions_and_start_lines() {
+        let v3 = INVITE.replacen("SIP/2.0\r\n", "SIP/3.0\r\n", 1);
+        let err = parse_datagram(v3.as_bytes()).unwrap_err();
+        assert_eq!(err.kind(), ParseErrorKind::BadVersion);
+        assert_eq!(err.response().unwrap().status, 505);
+        // SIP-Version is case-insensitive (RFC 3261 §7.1).
+        assert!(
+            parse_datagram(INVITE.replacen("SIP/2.0\r\n", "sip/2.0\r\n", 1).as_bytes()).is_ok()
+        );
+        for line in [
+            "INVITE sip:bob@biloxi.com",
+            "INVITE  sip:bob@biloxi.com SIP/2.0",
+            "INVITE sip:bob@biloxi.com SIP/2.0 ",
+            "INVITE <sip:bob@biloxi.com> SIP/2.0",
+            "INVITE sip:bob@biloxi.com?Route=x SIP/2.0",
+            "IN(VITE sip:bob@biloxi.com SIP/2.0",
+            "INVITE sip:bob@biloxi.com HTTP/1.1",
+        ] {
+            let text = INVITE.replacen("INVITE sip:bob@biloxi.com SIP/2.0", line, 1);
+            assert!(parse_datagram(text.as_bytes()).is_err(), "{line:?}");
+        }
+        // Found by cargo-fuzz: a multi-byte character inside the first four bytes.
+        assert!(parse_datagram("SIPо сто\r\n\r\n".as_bytes()).is_err());
+        assert!(parse_datagram("INVITE sip:a@b SIPо\r\n\r\n".as_bytes()).is_err());
+        for (line, ok) in [
+            ("SIP/2.0 100 ", true),
+            ("SIP/2.0 100", true),
+            ("SIP/2.0 699 Whatever", true),
+            ("SIP/2.0 099 Low", false),
+            ("SIP/2.0 700 High", false),
+            ("SIP/2.0 2000 Long", false),
+            ("SIP/2.0  200 OK", false),
+            ("SIP/2.0 20a OK", false),
+        ] {
+            let text = format!("{line}\r\nCall-ID: x\r\n\r\n");
+            assert_eq!(parse_datagram(text.as_bytes()).is_ok(), ok, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn header_lines_and_values() {
+        let ok = |h: &str| {
+            let text = INVITE.replacen("Content-Type", &format!("{h}\r\nContent-Type"), 1);
+            parse_datagram(text.as_bytes()).is_ok()
+        };
+        assert!(ok("Date: Sat, 13 Nov 2010 23:29:00 GMT"));
+        assert!(!ok("Date: Sat, 13 Nov 2010 23:29:00 EST"));
+        assert!(!ok("Date: 13 Nov 2010 23:29:00 GMT"));
+        assert!(ok("Expires: 3600"));
+        assert!(!ok("Expires: soon"));
+        assert!(ok(
+            "Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>"
+        ));
+        assert!(!ok("Route: sip:p1.example.com;lr"));
+        assert!(ok("Contact: *"));
+        assert!(ok("Require: 100rel, timer"));
+        assert!(!ok("Require: 100rel timer"));
+        assert!(!ok("Via: SIP/2.0/UDP a.example.com;branch=z9hG4bK1,"));
+        assert!(ok("X-Anything: ;;,,;;,;"));
+        assert!(!ok("Bad Name: x"));
+        assert!(!ok("NoColon"));
+        assert!(!ok("X-Bare: a\rb"));
+        assert!(ok("Allow:"));
+        let call_id = |v: &str| {
+            parse_datagram(
+                INVITE
+                    .replace("Call-ID: a84b4c76e66710", &format!("Call-ID: {v}"))
+                    .as_bytes(),
+            )
+            .is_ok()
+        };
+        assert!(call_id("f81d4fae-7dec-11d0-a765-00a0c91e6bf6@foo.bar.com"));
+        assert!(!call_id("two words"));
+        assert!(!call_id("a@b@c"));
+        assert!(!call_id(""));
+        // A continuation right after the start line has nothing to continue.
+        let text = INVITE.replacen("\r\nVia", "\r\n Via", 1);
+        assert!(parse_datagram(text.as_bytes()).is_err());
+        // Not UTF-8 in the header section.
+        let text = INVITE
+            .replacen("Bob", "B\u{fffd}b", 1)
+            .replace('\u{fffd}', "\u{0}");
+        let mut bytes = text.into_bytes();
+        let at = bytes.iter().position(|&b| b == 0).unwrap();
+        bytes[at] = 0xff;
+        assert_eq!(
+            parse_datagram(&bytes).unwrap_err().kind(),
+            ParseErrorKind::NotUtf8
+        );
+    }
+
+    #[test]
+    fn empty_and_unterminated_datagrams() {
+        assert_eq!(
+            parse_datagram(b"").unwrap_err().kind(),
+            ParseErrorKind::Empty
+        );
+        assert_eq!(
+            parse_datagram(b"\r\n\r\n").unwrap_err().kind(),
+            ParseErrorKind::Empty
+        );
+        // Headers ending at the end of the datagram without the empty line: tolerated.
+        let head = &INVITE[..INVITE.find("\r\n\r\n").unwrap() + 2];
+        let head = head.replace("Content-Length: 4", "Content-Length: 0");
+        assert!(parse_datagram(head.as_bytes()).is_ok());
+        // Cut in the middle of a line: refused, but still answerable.
+        let cut = &head[..head.len() - 2];
+        let err = parse_datagram(cut.as_bytes()).unwrap_err();
+        assert_eq!(err.kind(), ParseErrorKind::UnterminatedHeaders);
+        assert_eq!(err.response().unwrap().status, 400);
+    }
+
+    #[test]
+    fn stream_keep_alive_then_message() {
+        let mut wire = b"\r\n\r\n".to_vec();
+        wire.extend_from_slice(INVITE.as_bytes());
+        let Ok(StreamItem::KeepAlive(4)) = parse_stream(&wire, 4096) else {
+            panic!("keep-alive first");
+        };
+        let Ok(StreamItem::Message(Message::Request(r), n)) = parse_stream(&wire[4..], 4096) else {
+            panic!("then the message");
+        };
+        assert_eq!(n, INVITE.len());
+        assert_eq!(r.body, b"v=0\n");
+        assert!(matches!(
+            parse_stream(&wire[4..wire.len() - 1], 4096),
+            Ok(StreamItem::Incomplete)
+        ));
+        assert_eq!(
+            parse_stream(INVITE.as_bytes(), 100).err().map(|e| e.kind()),
+            Some(ParseErrorKind::TooLarge)
+        );
+    }
+
+    #[test]
+    fn unescape_decodes_valid_escapes_only() {
+        assert_eq!(
+            unescape("sips%3Auser%40example.com"),
+            "sips:user@example.com"
+        );
+        assert_eq!(unescape("%Z%45"), "%ZE");
+        assert_eq!(unescape("100%"), "100%");
+        assert_eq!(unescape("null-%00-null"), "null-\0-null");
+        assert_eq!(unescape("plain"), "plain");
+    }
 }

@@ -1008,10 +1008,11 @@ impl Engine {
                     target,
                 });
                 // Queued before the BYEs: direct sends are drained first.
-                self.transmits.push_back(switchboard_sip::transaction::Transmit {
-                    target,
-                    data: data.into(),
-                });
+                self.transmits
+                    .push_back(switchboard_sip::transaction::Transmit {
+                        target,
+                        data: data.into(),
+                    });
             }
             let d = &mut b.dialog;
             byes.push((d.request(Method::Bye, &local, &new_branch()), d.target));

@@ -134,7 +134,7 @@ impl Engine {
             .with_lifetime(Duration::from_secs(config.nonce_lifetime_secs));
         let auth = Authenticator::new(&config.domain, config.algorithms.clone(), nonces);
         Engine {
-            tx: TransactionLayer::new(config.timers.clone()),
+            tx: TransactionLayer::new(config.timers),
             registrar: Registrar::new(config.registrar.clone()),
             auth,
             directory,

@@ -255,9 +255,11 @@ impl Engine {
         self.drain_tx_events(now);
     }
 
-    /// True when no call and no transaction is left.
+    /// True when no call is left and none of our own requests (the BYEs and CANCELs of
+    /// shutdown) awaits an answer. Server transactions that have answered only absorb
+    /// retransmissions, so they do not hold shutdown up.
     pub fn is_idle(&self) -> bool {
-        self.calls.is_empty() && self.tx.len() == 0
+        self.calls.is_empty() && self.tx.pending_client_count() == 0
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {

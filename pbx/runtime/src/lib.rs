@@ -276,8 +276,11 @@ pub async fn run(
     let far_future = Duration::from_secs(86_400);
 
     loop {
-        let wake = engine
-            .poll_timeout()
+        let next = match (engine.poll_timeout(), grace_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let wake = next
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + far_future);
         tokio::select! {
@@ -420,6 +423,7 @@ pub async fn run(
         metrics.update(&engine.stats());
 
         if shutting_down {
+            // Checked after every wake-up, and the grace deadline is one of them.
             let over = grace_deadline.is_some_and(|d| Instant::now() >= d);
             if engine.is_idle() || over {
                 if !engine.is_idle() {

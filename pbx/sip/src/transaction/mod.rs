@@ -342,6 +342,15 @@ impl TransactionLayer {
         self.clients.len()
     }
 
+    /// Client transactions still waiting for a final response (Calling/Trying or
+    /// Proceeding); those in Completed or Accepted only linger for retransmissions.
+    pub fn pending_client_count(&self) -> usize {
+        self.clients
+            .values()
+            .filter(|c| matches!(c.state, ClientState::Calling | ClientState::Proceeding))
+            .count()
+    }
+
     pub fn server_count(&self) -> usize {
         self.servers.len()
     }

@@ -219,6 +219,10 @@ impl Engine {
             self.reply(id, &req, 483, now);
             return;
         }
+        if self.has_looped(&req) {
+            self.reply(id, &req, 482, now);
+            return;
+        }
         let unix = self.unix(now);
         let caller = match self
             .auth

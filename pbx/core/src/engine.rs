@@ -23,7 +23,9 @@ use switchboard_sip::transaction::{
     ClientTxId, ResponseInput, ServerInput, ServerTxId, Target, Timers, TransactionLayer, Transmit,
     TxEvent,
 };
-use switchboard_sip::{parse_datagram, HeaderName, Message, Method, ParseError, Request, Response};
+use switchboard_sip::{
+    parse_datagram, HeaderName, Message, Method, ParseError, Request, Response, Via,
+};
 
 use crate::auth::{AuthFailure, AuthOutcome, Authenticator, Challenge};
 use crate::call::{Call, CallOutcome, ClientRole, ServerRole};
@@ -313,7 +315,8 @@ impl Engine {
         self.respond(id, resp, now);
     }
 
-    fn handle_request(&mut self, req: Request, source: Target, now: Instant) {
+    fn handle_request(&mut self, mut req: Request, source: Target, now: Instant) {
+        stamp_via(&mut req, source);
         // Requests we cannot act on are answered statelessly (RFC 3261 §8.2): creating a
         // transaction for them would only hold memory for a flood of bad requests.
         if let Err(r) = check_request(&req, SUPPORTED) {
@@ -461,6 +464,20 @@ impl Engine {
         id
     }
 
+    /// True when one of the request's Via entries is ours: it has been through this
+    /// server before (§16.3 step 4 / §16.6 for proxies; a B2BUA loops through its own
+    /// legs the same way, e.g. a phone registered with our own address as Contact).
+    pub(crate) fn has_looped(&self, req: &Request) -> bool {
+        let local = &self.config.local;
+        req.headers.get_all(&HeaderName::Via).any(|v| {
+            Via::parse(v).is_ok_and(|via| {
+                via.host.eq_ignore_ascii_case(&local.host)
+                    && via.port.unwrap_or(5060) == local.port
+                    && via.branch().is_some_and(|b| b.starts_with("z9hG4bK"))
+            })
+        })
+    }
+
     /// Starts a client transaction. Fails only for a request we built wrongly, which is a
     /// bug worth a log line, not a crash.
     pub(crate) fn send_request(
@@ -476,5 +493,87 @@ impl Engine {
                 None
             }
         }
+    }
+}
+
+/// Records where a request really came from in its top Via (RFC 3261 §18.2.1: `received`
+/// when the sent-by host is not the source address; RFC 3581: `rport` filled in, and then
+/// `received` always). Responses go back to the source either way; this tells the client
+/// what its public address is, as phones behind NAT need.
+fn stamp_via(req: &mut Request, source: Target) {
+    let Some(first) = req.headers.0.iter_mut().find(|h| h.name == HeaderName::Via) else {
+        return;
+    };
+    let Ok(mut via) = Via::parse(&first.value) else {
+        return;
+    };
+    let ip = source.addr.ip().to_string();
+    let sent_by = via.host.trim_start_matches('[').trim_end_matches(']');
+    if via.rport().is_some() {
+        via.set_param("rport", Some(&source.addr.port().to_string()));
+        via.set_param("received", Some(&ip));
+    } else if sent_by != ip {
+        via.set_param("received", Some(&ip));
+    } else {
+        return;
+    }
+    first.value = via.to_string();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stamp_via;
+    use switchboard_sip::transaction::{Target, Transport};
+    use switchboard_sip::{parse_datagram, HeaderName, Message, Request};
+
+    fn request(via: &str) -> Request {
+        let text = format!(
+            "OPTIONS sip:pbx.example.com SIP/2.0\r\nVia: {via}\r\nVia: SIP/2.0/UDP proxy.example.com;branch=z9hG4bKx\r\n\
+             From: <sip:a@example.com>;tag=1\r\nTo: <sip:pbx.example.com>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n\
+             Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        match parse_datagram(text.as_bytes()).unwrap() {
+            Message::Request(r) => r,
+            Message::Response(_) => unreachable!(),
+        }
+    }
+
+    fn from(addr: &str) -> Target {
+        Target {
+            transport: Transport::Udp,
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn rport_is_filled_with_the_source_port_and_received() {
+        // RFC 3581 §4 example: the client behind NAT at 192.0.2.1 appears as 192.0.2.2:9988.
+        let mut req = request("SIP/2.0/UDP 10.1.1.1:4540;rport;branch=z9hG4bKkjshdyff");
+        stamp_via(&mut req, from("192.0.2.2:9988"));
+        assert_eq!(
+            req.headers.get(&HeaderName::Via),
+            Some("SIP/2.0/UDP 10.1.1.1:4540;rport=9988;branch=z9hG4bKkjshdyff;received=192.0.2.2")
+        );
+        // Only the top Via is ours to stamp.
+        assert_eq!(
+            req.headers.get_all(&HeaderName::Via).nth(1),
+            Some("SIP/2.0/UDP proxy.example.com;branch=z9hG4bKx")
+        );
+    }
+
+    #[test]
+    fn received_is_added_only_when_the_host_differs() {
+        let mut req = request("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKa");
+        stamp_via(&mut req, from("192.0.2.7:5060"));
+        assert_eq!(
+            req.headers.get(&HeaderName::Via),
+            Some("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKa")
+        );
+        let mut req = request("SIP/2.0/UDP phone.example.com;branch=z9hG4bKa");
+        stamp_via(&mut req, from("192.0.2.7:5060"));
+        assert_eq!(
+            req.headers.get(&HeaderName::Via),
+            Some("SIP/2.0/UDP phone.example.com;branch=z9hG4bKa;received=192.0.2.7")
+        );
     }
 }

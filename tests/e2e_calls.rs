@@ -198,7 +198,7 @@ fn call_to_unregistered_user_gets_480() {
 }
 
 #[test]
-fn options_unknown_method_and_malformed_request_are_answered() {
+fn options_unknown_method_and_malformed_request_are_answered_over_udp() {
     if !peer_available("sipp") {
         return;
     }
@@ -206,6 +206,16 @@ fn options_unknown_method_and_malformed_request_are_answered() {
     Sipp::uac(&server, "uac_options_malformed.xml")
         .run()
         .assert_passed("OPTIONS 200, unknown method 501/405, malformed request 400 (UDP)");
+}
+
+#[test]
+fn options_unknown_method_and_malformed_request_are_answered_over_tcp() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let server = Server::start(ServerOptions::default());
+    // Over TCP the malformed request is still well framed (Content-Length: 0):
+    // the server must answer 400 and keep the connection.
     Sipp::uac(&server, "uac_options_malformed.xml")
         .tcp()
         .run()

@@ -212,3 +212,31 @@ fn imported_users_register_by_name() {
     });
     assert!(registered, "an imported user could not register");
 }
+
+#[test]
+fn registrar_works_on_postgresql() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let Some(url) = common::postgres_database("register") else {
+        return;
+    };
+    let alice = alice();
+    let options = ServerOptions {
+        database_url: Some(url),
+        ..ServerOptions::default()
+    };
+    let server = Server::start(options.user(alice.clone()));
+    Sipp::uac(&server, "register.xml")
+        .service(&alice.name)
+        .credentials(&alice.name, &alice.password)
+        .key("expires", "60")
+        .run()
+        .assert_passed("REGISTER with digest auth, users and bindings in PostgreSQL");
+    server.wait_metric(REGISTRATIONS_METRIC, 1.0, Duration::from_secs(5));
+    Sipp::uac(&server, "register_wrong_password.xml")
+        .service(&alice.name)
+        .credentials(&alice.name, "wrong")
+        .run()
+        .assert_passed("a wrong password is refused on PostgreSQL too");
+}

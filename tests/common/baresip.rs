@@ -378,13 +378,13 @@ fn strip_ansi(text: &str) -> String {
 
 #[test]
 fn netstrings_parse_whole_and_partial_frames() {
-    let Ok(Frame::Complete(value, used)) = parse_netstring(b"13:{\"event\":true},5:") else {
+    let Ok(Frame::Complete(value, used)) = parse_netstring(b"14:{\"event\":true},5:") else {
         panic!("a complete frame");
     };
     assert_eq!(value, json!({"event": true}));
-    assert_eq!(used, 17);
+    assert_eq!(used, 18);
     assert!(matches!(
-        parse_netstring(b"13:{\"ev"),
+        parse_netstring(b"14:{\"ev"),
         Ok(Frame::Incomplete)
     ));
     assert!(matches!(parse_netstring(b"12"), Ok(Frame::Incomplete)));

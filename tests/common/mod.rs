@@ -60,6 +60,50 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// A fresh, empty PostgreSQL database on the server named by
+/// `SWITCHBOARD_TEST_POSTGRES_URL` (`.ci/run` starts one with
+/// `.ci/postgres.sh`), as a URL. Without the variable: panic under CI, else
+/// print SKIP and return `None`. Created with `psql` (postgresql-client).
+pub fn postgres_database(label: &str) -> Option<String> {
+    let Ok(base) = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL") else {
+        if std::env::var("CI")
+            .map(|v| v == "true" || v == "1")
+            .unwrap_or(false)
+        {
+            panic!("SWITCHBOARD_TEST_POSTGRES_URL is unset but CI=true (.ci/run sets it via .ci/postgres.sh)");
+        }
+        eprintln!("SKIP: SWITCHBOARD_TEST_POSTGRES_URL not set (start one with .ci/postgres.sh)");
+        return None;
+    };
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "e2e_{label}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let (server, _database) = base
+        .rsplit_once('/')
+        .unwrap_or_else(|| panic!("SWITCHBOARD_TEST_POSTGRES_URL has no database part: {base}"));
+    let output = Command::new("psql")
+        .arg(&base)
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-c",
+            &format!("CREATE DATABASE \"{name}\""),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run psql (postgresql-client) to create a test database: {e}"));
+    assert!(
+        output.status.success(),
+        "CREATE DATABASE {name} on {base} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(format!("{server}/{name}"))
+}
+
 // ---------------------------------------------------------------------------
 // Ports
 

@@ -504,11 +504,15 @@ impl Engine {
             self.reply(cancel_tx, cancel, cancel_status, now);
             return;
         };
-        self.reply(cancel_tx, cancel, 200, now);
-        let Some((key, ServerRole::Invite)) = self.server_roles.get(&invite_tx).copied() else {
-            return;
+        let call = match self.server_roles.get(&invite_tx).copied() {
+            Some((key, ServerRole::Invite)) => self.calls.get(&key).map(|c| (key, c)),
+            _ => None,
         };
-        let Some(call) = self.calls.get(&key) else {
+        // §9.2: the 200 to CANCEL SHOULD carry the To tag of the INVITE's response.
+        let tag = call.map_or_else(crate::new_tag, |(_, c)| c.a.local_tag.clone());
+        let ok = Response::for_request(cancel, 200, "OK", Some(&tag));
+        self.respond(cancel_tx, ok, now);
+        let Some((key, call)) = call else {
             return;
         };
         if call.state == CallState::Ringing {

@@ -504,15 +504,20 @@ impl Engine {
             self.reply(cancel_tx, cancel, cancel_status, now);
             return;
         };
-        let call = match self.server_roles.get(&invite_tx).copied() {
-            Some((key, ServerRole::Invite)) => self.calls.get(&key).map(|c| (key, c)),
+        let key = match self.server_roles.get(&invite_tx).copied() {
+            Some((key, ServerRole::Invite)) if self.calls.contains_key(&key) => Some(key),
             _ => None,
         };
         // §9.2: the 200 to CANCEL SHOULD carry the To tag of the INVITE's response.
-        let tag = call.map_or_else(crate::new_tag, |(_, c)| c.a.local_tag.clone());
+        let tag = key
+            .and_then(|k| self.calls.get(&k))
+            .map_or_else(crate::new_tag, |c| c.a.local_tag.clone());
         let ok = Response::for_request(cancel, 200, "OK", Some(&tag));
         self.respond(cancel_tx, ok, now);
-        let Some((key, call)) = call else {
+        let Some(key) = key else {
+            return;
+        };
+        let Some(call) = self.calls.get(&key) else {
             return;
         };
         if call.state == CallState::Ringing {

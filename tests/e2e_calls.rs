@@ -105,6 +105,25 @@ fn answered_call_by_name_callee_hangs_up() {
 }
 
 #[test]
+fn all_contacts_ring_in_parallel_and_the_first_answer_wins() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let pbx = pbx(ServerOptions::default());
+    // bob has two registered phones: one answers, the other only rings.
+    let ringing = pbx.callee(&pbx.bob, "uas_ring_cancel.xml", |s| s);
+    let answering = pbx.callee(&pbx.bob, "uas_answer.xml", |s| s);
+    let call = pbx.caller("uac_call.xml", "102").pause_ms(200).run();
+    call.assert_passed("alice's call to bob's two phones is answered");
+    answering
+        .wait()
+        .assert_passed("the answering phone gets the ACK and the relayed BYE");
+    ringing
+        .wait()
+        .assert_passed("the other phone was rung too and gets CANCEL once the first answered");
+}
+
+#[test]
 fn busy_callee_486_is_relayed() {
     if !peer_available("sipp") {
         return;

@@ -186,14 +186,15 @@ impl Engine {
     pub fn handle_datagram(&mut self, data: &[u8], source: Target, now: Instant) {
         match parse_datagram(data) {
             Ok(msg) => self.handle_message(msg, source, now),
-            Err(e) => self.handle_parse_error(&e, source),
+            Err(e) => self.handle_parse_error(&e, source, true),
         }
     }
 
-    /// Counts a message that could not be parsed and answers 400 when one can be formed.
-    pub fn handle_parse_error(&mut self, err: &ParseError, source: Target) {
+    /// Counts a message that could not be parsed and, when `answer` is set, answers 400
+    /// if a response can be formed (a stream closing on a framing error answers itself).
+    pub fn handle_parse_error(&mut self, err: &ParseError, source: Target, answer: bool) {
         self.stats.parse_errors += 1;
-        let answer = err.response();
+        let answer = if answer { err.response() } else { None };
         let answered = answer.is_some();
         if let Some(resp) = answer {
             self.send_direct(resp.to_bytes(), source);

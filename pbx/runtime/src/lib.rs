@@ -128,7 +128,8 @@ pub fn advertised_host(listen: SocketAddr) -> String {
 /// What the other tasks tell the engine task.
 enum Input {
     Message(Message, Target),
-    ParseError(ParseError, Target),
+    /// A message that could not be parsed; `true` when the engine should answer it.
+    ParseError(ParseError, Target, bool),
     TcpOpened(SocketAddr, mpsc::Sender<Arc<[u8]>>),
     TcpClosed(SocketAddr),
     TcpConnectFailed(SocketAddr),
@@ -312,7 +313,7 @@ pub async fn run(
                 let now = Instant::now();
                 match input {
                     Some(Input::Message(msg, source)) => engine.handle_message(msg, source, now),
-                    Some(Input::ParseError(err, source)) => engine.handle_parse_error(&err, source),
+                    Some(Input::ParseError(err, source, answer)) => engine.handle_parse_error(&err, source, answer),
                     Some(Input::TcpOpened(addr, tx)) => {
                         if let Some(queued) = connecting.remove(&addr) {
                             for data in queued {

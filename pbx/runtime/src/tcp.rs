@@ -161,11 +161,28 @@ async fn drain_frames(
             }
             Ok(StreamItem::Incomplete) => return true,
             Err(e) => {
+                if let Some(len) = e.frame_len() {
+                    // The message is bad but its length was sound: skip it, let the
+                    // engine answer it (400) on this connection, and read on.
+                    buf.drain(..len.min(buf.len()));
+                    if input
+                        .send(Input::ParseError(e, source, true))
+                        .await
+                        .is_err()
+                    {
+                        return false;
+                    }
+                    continue;
+                }
                 if buf.len() > driver.max_message_size {
                     metrics.count_oversize();
                 }
                 tracing::info!(peer = %source.addr, error = %e, "unframeable data on TCP; closing");
-                let _ = input.send(Input::ParseError(e, source)).await;
+                // The connection closes now, so answer here rather than through the engine.
+                if let Some(resp) = e.response() {
+                    let _ = writer.write_all(&resp.to_bytes()).await;
+                }
+                let _ = input.send(Input::ParseError(e, source, false)).await;
                 return false;
             }
         }

@@ -156,3 +156,26 @@ fn value_parsers_survive_mutations() {
         pieces
     });
 }
+
+#[test]
+fn digest_credentials_parser_survives_mutations() {
+    // Authorization values as real clients send them (RFC 7616 §3.9.1, SIPp, baresip), and
+    // whatever authorization headers the corpus carries.
+    run(fuzz_bodies::digest_credentials, 4, |f| {
+        let mut pieces: Vec<Vec<u8>> = vec![
+            br#"Digest username="Mufasa", realm="http-auth@example.org", uri="/dir/index.html", algorithm=SHA-256, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", nc=00000001, cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", qop=auth, response="753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS""#.to_vec(),
+            br#"Digest username="101",realm="switchboard.local",cnonce="6b8b4567",nc=00000001,qop=auth,uri="sip:127.0.0.1:5060",nonce="00000000",response="5472d7e178e5062069fca158049e4f21",algorithm=MD5"#.to_vec(),
+        ];
+        let text = String::from_utf8_lossy(f);
+        for line in text.lines() {
+            if let Some((name, value)) = line.split_once(':') {
+                if name.trim().eq_ignore_ascii_case("authorization")
+                    || name.trim().eq_ignore_ascii_case("proxy-authorization")
+                {
+                    pieces.push(value.trim().as_bytes().to_vec());
+                }
+            }
+        }
+        pieces
+    });
+}

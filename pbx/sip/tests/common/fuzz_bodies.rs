@@ -97,3 +97,18 @@ pub fn sip_uri(data: &[u8]) {
         assert_eq!(parse_cseq(&printed).as_ref(), Ok(&cseq), "CSeq {printed}");
     }
 }
+
+/// `Credentials::parse` (Authorization / Proxy-Authorization values from any client);
+/// whatever parses must survive the verification path without panicking.
+pub fn digest_credentials(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(creds) = switchboard_sip::digest::Credentials::parse(s) {
+        let _ = creds.nonce_count();
+        let ha1 = switchboard_sip::digest::ha1(creds.algorithm.base(), "u", "r", "p");
+        let _ = switchboard_sip::digest::verify(&creds, "REGISTER", &ha1);
+        let mut nonces = switchboard_sip::digest::NonceManager::new(b"fuzz".to_vec());
+        let _ = nonces.authenticate(&creds, "INVITE", &ha1, std::time::SystemTime::UNIX_EPOCH);
+    }
+}

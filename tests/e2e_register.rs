@@ -240,3 +240,46 @@ fn registrar_works_on_postgresql() {
         .run()
         .assert_passed("a wrong password is refused on PostgreSQL too");
 }
+
+/// With SHA-256 enabled the server offers MD5 first, then SHA-256 (RFC 8760 §2.4 lets the
+/// client pick): the order matters, since SIPp 3.6 fails when SHA-256 comes first
+/// (../shared/INTEROP.md). (baresip 1.0's libre refuses any challenge set that contains
+/// SHA-256, whatever the order — "Register: Function not implemented" — which is why the
+/// option is off by default; docs/configuration.md says so.)
+#[test]
+fn with_sha256_enabled_md5_comes_first_and_sipp_still_registers() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let alice = User::new("alice", "alice-secret").extension("101");
+    let server = Server::start(
+        ServerOptions::default()
+            .user(alice.clone())
+            .serve_arg("--sha256"),
+    );
+
+    // The challenge itself, read off the wire.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let request = format!(
+        "REGISTER sip:{sip} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKsha\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@{sip}>;tag=s1\r\nTo: <sip:alice@{sip}>\r\n\
+         Call-ID: sha256-order\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@127.0.0.1:{port}>\r\n\
+         Content-Length: 0\r\n\r\n",
+        sip = server.sip
+    );
+    sock.send_to(request.as_bytes(), server.sip).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = sock.recv_from(&mut buf).expect("a 401");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    let challenges: Vec<&str> = answer
+        .lines()
+        .filter(|l| l.starts_with("WWW-Authenticate:"))
+        .collect();
+    assert_eq!(challenges.len(), 2, "{answer}");
+    assert!(challenges[0].contains("algorithm=MD5"), "{answer}");
+    assert!(challenges[1].contains("algorithm=SHA-256"), "{answer}");
+
+    register(&server, &alice, free_port());
+}

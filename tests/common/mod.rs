@@ -398,11 +398,19 @@ pub struct ServerOptions {
     pub domain: Option<String>,
     /// `--database-url`; SQLite in the temporary data dir when `None`.
     pub database_url: Option<String>,
+    /// Further `serve` flags (e.g. `--sha256`).
+    pub serve_args: Vec<String>,
 }
 
 impl ServerOptions {
     pub fn user(mut self, user: User) -> ServerOptions {
         self.users.push(user);
+        self
+    }
+
+    /// Adds a flag to `switchboard serve`.
+    pub fn serve_arg(mut self, arg: &str) -> ServerOptions {
+        self.serve_args.push(arg.to_string());
         self
     }
 
@@ -465,6 +473,7 @@ impl Server {
         if let Some(seconds) = self.options.ring_timeout {
             command.args(["--ring-timeout", &seconds.to_string()]);
         }
+        command.args(&self.options.serve_args);
         let child = command
             .env(
                 "RUST_LOG",

@@ -263,3 +263,37 @@ fn sigterm_during_a_call_sends_bye_to_both_parties_and_exits_0() {
         pbx.server.log()
     );
 }
+
+#[test]
+fn registrations_survive_a_restart() {
+    if !peer_available("sipp") {
+        return;
+    }
+    let mut pbx = pbx(ServerOptions::default());
+    let bob_port = free_port();
+    register(&pbx.server, &pbx.bob, bob_port);
+    pbx.server
+        .wait_metric("switchboard_registrations", 2.0, Duration::from_secs(5));
+    let status = pbx.server.terminate(Duration::from_secs(15));
+    assert!(status.success(), "graceful stop: {status}");
+
+    // Same data, same ports: the bindings are loaded from the database.
+    pbx.server.restart();
+    pbx.server
+        .wait_metric("switchboard_registrations", 2.0, Duration::from_secs(5));
+    let bob = Sipp::uas(&pbx.server, "uas_answer.xml")
+        .port(bob_port)
+        .service(&pbx.bob.name)
+        .spawn();
+    wait_until(Duration::from_secs(10), "bob's SIPp to bind", || {
+        UdpSocket::bind((LOCALHOST, bob_port))
+            .is_err()
+            .then_some(())
+    });
+    pbx.caller("uac_call.xml", "102")
+        .pause_ms(100)
+        .run()
+        .assert_passed("after the restart alice still reaches bob's registered phone");
+    bob.wait()
+        .assert_passed("bob's phone is rung from the restored binding");
+}

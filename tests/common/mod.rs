@@ -614,6 +614,12 @@ impl Server {
         }
     }
 
+    /// Starts `serve` again on the same ports and data after [`Server::terminate`].
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart: the server is still running");
+        self.spawn();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("server stopped").id()
     }

@@ -217,6 +217,8 @@ pub async fn run(
         "state loaded"
     );
     engine.restore_bindings(restored);
+    // Publish the restored state now, not after the first message.
+    metrics.update(&engine.stats());
 
     let (input_tx, mut input_rx) = mpsc::channel::<Input>(4096);
 

@@ -381,6 +381,20 @@ impl Engine {
         );
     }
 
+    /// Answers the caller's INVITE with a final response of our own (408, 487, 503).
+    fn finish_caller_with(&mut self, key: u64, status: u16, now: Instant) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        let resp = Response::for_request(
+            &call.a_invite,
+            status,
+            reason_phrase(status),
+            Some(&call.a.local_tag),
+        );
+        self.finish_caller(key, resp, now);
+    }
+
     /// Answers the caller's INVITE with a final response and records the outcome.
     fn finish_caller(&mut self, key: u64, resp: Response, now: Instant) {
         let Some(call) = self.calls.get_mut(&key) else {
@@ -476,13 +490,7 @@ impl Engine {
         match call.state {
             CallState::Ringing => {
                 tracing::debug!(call = key, "no answer before the ring timeout");
-                let resp = Response::for_request(
-                    &call.a_invite,
-                    408,
-                    "Request Timeout",
-                    Some(&call.a.local_tag),
-                );
-                self.finish_caller(key, resp, now);
+                self.finish_caller_with(key, 408, now);
             }
             CallState::Ending => self.forget_call(key),
             CallState::Answered | CallState::Established => {}
@@ -521,13 +529,7 @@ impl Engine {
             return;
         };
         if call.state == CallState::Ringing {
-            let resp = Response::for_request(
-                &call.a_invite,
-                487,
-                "Request Terminated",
-                Some(&call.a.local_tag),
-            );
-            self.finish_caller(key, resp, now);
+            self.finish_caller_with(key, 487, now);
         }
     }
 
@@ -1058,13 +1060,7 @@ impl Engine {
         };
         match call.state {
             CallState::Ringing => {
-                let resp = Response::for_request(
-                    &call.a_invite,
-                    503,
-                    "Service Unavailable",
-                    Some(&call.a.local_tag),
-                );
-                self.finish_caller(key, resp, now);
+                self.finish_caller_with(key, 503, now);
             }
             CallState::Answered | CallState::Established => self.hang_up_both(key, now),
             CallState::Ending => {}

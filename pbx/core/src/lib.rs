@@ -8,6 +8,7 @@ pub mod call;
 pub mod dialog;
 pub mod directory;
 mod engine;
+pub mod media;
 pub mod ports;
 pub mod registrar;
 pub mod target;

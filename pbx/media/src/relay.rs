@@ -78,7 +78,7 @@ pub struct LegConfig {
     pub recv: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
     /// A leg that should send but has sent nothing for this long raises `RtpTimeout`.
     pub rtp_timeout: Duration,
@@ -642,7 +642,7 @@ mod tests {
         );
         s.configure_leg(Leg::A, leg("10.0.0.1:4000", 0, None), t0);
         let mut quiet = leg("10.0.0.2:5000", 0, None);
-        quiet.recv = false; // B said sendonly toward us? no: B does not send (recvonly)
+        quiet.recv = false; // B answered recvonly: it sends nothing, so no timeout for B
         s.configure_leg(Leg::B, quiet, t0);
         s.handle_packet(
             Leg::A,

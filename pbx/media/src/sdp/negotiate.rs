@@ -366,22 +366,26 @@ fn offer_codecs(m: &mut MediaDescription, original: &MediaDescription, caps: &Ca
                 rates.push(c.clock_rate);
             }
         }
+        // The template's events at those rates first (its numbers), then the missing ones.
+        let kept: Vec<(RtpMap, Option<String>)> = offered
+            .iter()
+            .filter(|r| r.is_telephone_event() && rates.contains(&r.clock_rate))
+            .filter(|r| !codecs.iter().any(|(c, _)| c.payload_type == r.payload_type))
+            .map(|r| (r.clone(), original.fmtp(r.payload_type).map(String::from)))
+            .collect();
+        rates.retain(|rate| !kept.iter().any(|(r, _)| r.clock_rate == *rate));
+        let mut events = kept;
         for rate in rates {
-            let existing = offered
-                .iter()
-                .find(|r| r.is_telephone_event() && r.clock_rate == rate);
-            let event = match existing {
-                Some(r) => Some((r.clone(), original.fmtp(r.payload_type).map(String::from))),
-                None => free_dynamic_pt(&used).map(|pt| {
-                    used.push(pt);
-                    (
-                        RtpMap::new(pt, "telephone-event", rate, 1),
-                        Some("0-16".to_string()),
-                    )
-                }),
+            let Some(pt) = free_dynamic_pt(&used) else {
+                break;
             };
-            codecs.extend(event);
+            used.push(pt);
+            events.push((
+                RtpMap::new(pt, "telephone-event", rate, 1),
+                Some("0-16".to_string()),
+            ));
         }
+        codecs.extend(events);
     }
     m.formats = codecs
         .iter()

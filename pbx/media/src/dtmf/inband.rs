@@ -1,0 +1,319 @@
+//! In-band DTMF: a Goertzel detector for legs that send tones in the audio instead of
+//! telephone-events, and the tone generator used to play digits (and to test).
+//!
+//! Detection works on blocks of 12.75 ms (102 samples at 8 kHz; the block length scales
+//! with the rate and the Goertzel coefficients are computed for the actual rate, so no
+//! resampling is needed and the frequency resolution, ~78 Hz, is the same at every
+//! rate). A block is a hit for a digit when all of these hold (thresholds after ITU-T
+//! Q.24 and spandsp's detector):
+//! * each of the strongest row and column tones is above -36 dBFS,
+//! * twist: the column tone is at most 8 dB below the row tone (normal twist) and at most
+//!   4 dB above it (reverse twist),
+//! * each is at least 6 dB above the other tones of its group,
+//! * the two tones carry at least 70 % of the block's energy (speech and noise spread
+//!   their energy; a DTMF pair does not),
+//! * second harmonics are weak: a column tone's harmonic (2.4–3.3 kHz, clear of every DTMF
+//!   tone) must be 10 dB down; a row tone's harmonic lies within one bin of a column
+//!   tone at this block length, so there we can only require it to be below the row tone,
+//! * the tone is steady over the block (its two halves within 3 dB), so blocks the tone
+//!   only partly covers do not count.
+//!
+//! A digit starts after two consecutive hit blocks (a 40 ms tone always covers two full
+//! blocks and is accepted; a hit needs >= 75 % of a block, so tones shorter than 19 ms
+//! never are) and ends after two consecutive
+//! blocks without it (a one-block dropout is bridged; a 40 ms pause always separates two
+//! digits). It is reported when it ends, with its measured duration.
+
+use std::f32::consts::PI;
+
+use super::{DtmfDigit, DtmfSource};
+use crate::AudioFrame;
+
+const ROWS: [f32; 4] = [697.0, 770.0, 852.0, 941.0];
+const COLS: [f32; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
+const KEYS: [[char; 4]; 4] = [
+    ['1', '2', '3', 'A'],
+    ['4', '5', '6', 'B'],
+    ['7', '8', '9', 'C'],
+    ['*', '0', '#', 'D'],
+];
+
+/// Minimum level of each tone, as a sine amplitude relative to full scale (-36 dBFS).
+const MIN_TONE_AMPLITUDE: f32 = 0.015_85;
+/// Column tone may be this much weaker than the row tone (8 dB, power ratio).
+const NORMAL_TWIST: f32 = 6.31;
+/// Row tone may be this much weaker than the column tone (4 dB).
+const REVERSE_TWIST: f32 = 2.51;
+/// Strongest tone over the others in its group (6 dB).
+const RELATIVE_PEAK: f32 = 3.98;
+/// Share of the block energy in the two tones.
+const MIN_TONE_SHARE: f32 = 0.70;
+/// Column second harmonic at least 10 dB down.
+const COL_HARMONIC: f32 = 0.1;
+/// Weaker half of a block against the stronger (3 dB), see `classify`.
+const MIN_HALF_RATIO: f32 = 0.5;
+/// Consecutive hit blocks to start, and miss blocks to end, a digit.
+const ON_BLOCKS: u32 = 2;
+const OFF_BLOCKS: u32 = 2;
+
+/// Frequency and row/column of a digit.
+fn tones(digit: char) -> Option<(f32, f32)> {
+    let digit = digit.to_ascii_uppercase();
+    KEYS.iter().enumerate().find_map(|(r, row)| {
+        row.iter()
+            .position(|&k| k == digit)
+            .map(|c| (ROWS[r], COLS[c]))
+    })
+}
+
+/// Generates `digit` as the sum of its row and column sines, each at `level_dbfs`
+/// (e.g. -10.0), lasting `duration_ms`. An unknown digit produces silence.
+pub fn generate_digit(rate: u32, digit: char, duration_ms: u32, level_dbfs: f32) -> AudioFrame {
+    let n = (u64::from(rate) * u64::from(duration_ms) / 1000) as usize;
+    let Some((row, col)) = tones(digit) else {
+        return AudioFrame::new(rate, vec![0; n]);
+    };
+    let amplitude = 32767.0 * 10f64.powf(f64::from(level_dbfs) / 20.0);
+    let w_row = 2.0 * std::f64::consts::PI * f64::from(row) / f64::from(rate.max(1));
+    let w_col = 2.0 * std::f64::consts::PI * f64::from(col) / f64::from(rate.max(1));
+    let samples = (0..n)
+        .map(|i| {
+            let t = i as f64;
+            let v = amplitude * ((w_row * t).sin() + (w_col * t).sin());
+            v.round().clamp(-32768.0, 32767.0) as i16
+        })
+        .collect();
+    AudioFrame::new(rate, samples)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    digit: char,
+    start: u64,
+    end: u64,
+    misses: u32,
+}
+
+/// Streaming DTMF detector for one leg's decoded audio.
+#[derive(Debug, Clone)]
+pub struct InbandDetector {
+    rate: u32,
+    block_len: usize,
+    /// 2cos(w) for the 8 fundamentals, then the 8 second harmonics.
+    coeffs: [f32; 16],
+    block: Vec<f32>,
+    /// Samples consumed before the current block.
+    position: u64,
+    candidate: Option<(char, u64, u32)>,
+    held: Option<Held>,
+}
+
+impl InbandDetector {
+    /// A detector for audio at `rate` Hz.
+    pub fn new(rate: u32) -> InbandDetector {
+        let rate = rate.max(8000);
+        let block_len = (rate as usize * 51).div_ceil(4000);
+        let mut coeffs = [0.0; 16];
+        for (i, f) in ROWS.iter().chain(COLS.iter()).enumerate() {
+            coeffs[i] = 2.0 * (2.0 * PI * f / rate as f32).cos();
+            coeffs[i + 8] = 2.0 * (2.0 * PI * 2.0 * f / rate as f32).cos();
+        }
+        InbandDetector {
+            rate,
+            block_len,
+            coeffs,
+            block: Vec::with_capacity(block_len),
+            position: 0,
+            candidate: None,
+            held: None,
+        }
+    }
+
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// Feeds decoded audio; returns the digits that ended within it. A frame at another
+    /// rate restarts the detector at that rate (a codec change).
+    pub fn feed(&mut self, frame: &AudioFrame) -> Vec<DtmfDigit> {
+        let mut digits = Vec::new();
+        if frame.rate != self.rate && frame.rate >= 8000 {
+            digits.extend(self.finish());
+            *self = InbandDetector::new(frame.rate);
+        }
+        for &s in &frame.samples {
+            self.block.push(f32::from(s) / 32768.0);
+            if self.block.len() == self.block_len {
+                let hit = self.classify();
+                let start = self.position;
+                self.position += self.block_len as u64;
+                self.block.clear();
+                if let Some(d) = self.step(hit, start, self.position) {
+                    digits.push(d);
+                }
+            }
+        }
+        digits
+    }
+
+    /// Ends a digit still held (end of the stream).
+    pub fn finish(&mut self) -> Option<DtmfDigit> {
+        self.candidate = None;
+        self.held.take().map(|h| self.digit(h))
+    }
+
+    fn digit(&self, held: Held) -> DtmfDigit {
+        DtmfDigit {
+            digit: held.digit,
+            duration_ms: ((held.end - held.start) * 1000 / u64::from(self.rate)) as u32,
+            source: DtmfSource::Inband,
+        }
+    }
+
+    /// The per-block debounce state machine.
+    fn step(&mut self, hit: Option<char>, start: u64, end: u64) -> Option<DtmfDigit> {
+        let mut ended = None;
+        if let Some(held) = self.held.as_mut() {
+            if hit == Some(held.digit) {
+                held.misses = 0;
+                held.end = end;
+                self.candidate = None;
+                return None;
+            }
+            held.misses += 1;
+            if held.misses >= OFF_BLOCKS {
+                let held = self.held.take().expect("held");
+                ended = Some(self.digit(held));
+            }
+        }
+        self.candidate = match (hit, self.candidate) {
+            (Some(d), Some((c, s, n))) if c == d => Some((d, s, n + 1)),
+            (Some(d), _) => Some((d, start, 1)),
+            (None, _) => None,
+        };
+        if self.held.is_none() {
+            if let Some((digit, start, n)) = self.candidate {
+                if n >= ON_BLOCKS {
+                    self.held = Some(Held {
+                        digit,
+                        start,
+                        end,
+                        misses: 0,
+                    });
+                    self.candidate = None;
+                }
+            }
+        }
+        ended
+    }
+
+    /// Classifies the current block as a digit or nothing.
+    fn classify(&self) -> Option<char> {
+        let n = self.block.len() as f32;
+        let energy: f32 = self.block.iter().map(|x| x * x).sum();
+        // Fundamental power for a sine of amplitude A is (A n / 2)^2.
+        let min_power = (MIN_TONE_AMPLITUDE * n / 2.0).powi(2);
+        if energy < 2.0 * n * (MIN_TONE_AMPLITUDE * MIN_TONE_AMPLITUDE / 2.0) {
+            return None;
+        }
+        // Steadiness: a block the tone only partly fills (its start or end) has uneven
+        // halves. Requiring them within 3 dB makes a hit need >= 75 % fill, which is
+        // what bounds the shortest accepted tone (two such blocks: > 19 ms).
+        let half = self.block.len() / 2;
+        let first: f32 = self.block[..half].iter().map(|x| x * x).sum();
+        let second = energy - first;
+        if first.min(second) < MIN_HALF_RATIO * first.max(second) {
+            return None;
+        }
+        let mut power = [0.0f32; 16];
+        for (p, &coeff) in power.iter_mut().zip(self.coeffs.iter()) {
+            *p = goertzel(&self.block, coeff);
+        }
+        let (r, &row) = argmax(&power[0..4]);
+        let (c, &col) = argmax(&power[4..8]);
+        if row < min_power || col < min_power {
+            return None;
+        }
+        if col * NORMAL_TWIST < row || row * REVERSE_TWIST < col {
+            return None;
+        }
+        let peak_ok = |group: &[f32], best: usize, value: f32| {
+            group
+                .iter()
+                .enumerate()
+                .all(|(i, &p)| i == best || p * RELATIVE_PEAK <= value)
+        };
+        if !peak_ok(&power[0..4], r, row) || !peak_ok(&power[4..8], c, col) {
+            return None;
+        }
+        // Share of energy: a tone's power p corresponds to block energy 2p/n.
+        let share = 2.0 * (row + col) / (n * energy);
+        if share < MIN_TONE_SHARE {
+            return None;
+        }
+        if power[12 + c] > col * COL_HARMONIC || power[8 + r] > row {
+            return None;
+        }
+        Some(KEYS[r][c])
+    }
+}
+
+fn argmax(values: &[f32]) -> (usize, &f32) {
+    values.iter().enumerate().fold(
+        (0, &values[0]),
+        |best, (i, v)| if *v > *best.1 { (i, v) } else { best },
+    )
+}
+
+/// Goertzel power at the frequency whose coefficient is `coeff` = 2cos(w).
+fn goertzel(block: &[f32], coeff: f32) -> f32 {
+    let (mut s1, mut s2) = (0.0f32, 0.0f32);
+    for &x in block {
+        let s0 = x + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    s1 * s1 + s2 * s2 - coeff * s1 * s2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generator_levels_and_length() {
+        let f = generate_digit(8000, '5', 100, -7.0);
+        assert_eq!(f.samples.len(), 800);
+        assert_eq!(f.rate, 8000);
+        let peak = f.samples.iter().map(|s| s.unsigned_abs()).max().unwrap();
+        // Two sines of -7 dBFS (0.447) each: peaks approach 0.89 of full scale.
+        assert!((25_000..=29_500).contains(&peak), "peak {peak}");
+        assert!(generate_digit(8000, 'x', 20, -6.0)
+            .samples
+            .iter()
+            .all(|&s| s == 0));
+    }
+
+    #[test]
+    fn single_digit_at_8k() {
+        let mut det = InbandDetector::new(8000);
+        let mut digits = det.feed(&generate_digit(8000, '7', 100, -10.0));
+        digits.extend(det.feed(&AudioFrame::silence(8000, 100)));
+        assert_eq!(digits.len(), 1);
+        assert_eq!(digits[0].digit, '7');
+        assert_eq!(digits[0].source, DtmfSource::Inband);
+        assert!(
+            (75..=115).contains(&digits[0].duration_ms),
+            "{:?}",
+            digits[0]
+        );
+    }
+
+    #[test]
+    fn finish_reports_held_digit() {
+        let mut det = InbandDetector::new(8000);
+        assert!(det.feed(&generate_digit(8000, 'D', 200, -10.0)).is_empty());
+        assert_eq!(det.finish().map(|d| d.digit), Some('D'));
+        assert_eq!(det.finish(), None);
+    }
+}

@@ -201,21 +201,16 @@ pub fn answer(
             m.formats.push(codec.payload_type.to_string());
             m.attributes.push(codec.to_attribute());
             let ours = caps.find(codec).and_then(|c| c.fmtp.as_deref());
-            if let Some(fmtp) = ours.or_else(|| offered.fmtp(codec.payload_type)) {
-                m.attributes.push(Attribute::new(
-                    "fmtp",
-                    format!("{} {fmtp}", codec.payload_type),
-                ));
-            }
+            let fmtp = ours.or_else(|| offered.fmtp(codec.payload_type));
+            m.attributes
+                .extend(fmtp_attribute(codec.payload_type, fmtp));
         }
         if let Some(te) = &choice.telephone_event {
             m.formats.push(te.payload_type.to_string());
             m.attributes.push(te.to_attribute());
-            let events = offered.fmtp(te.payload_type).unwrap_or("0-16");
-            m.attributes.push(Attribute::new(
-                "fmtp",
-                format!("{} {events}", te.payload_type),
-            ));
+            let events = offered.fmtp(te.payload_type).filter(|f| !f.is_empty());
+            let events = Some(events.unwrap_or("0-16"));
+            m.attributes.extend(fmtp_attribute(te.payload_type, events));
         }
         if let Some(ptime) = offered.ptime() {
             // What the offerer wants to receive; we packetize the same way both directions.
@@ -396,11 +391,19 @@ fn offer_codecs(m: &mut MediaDescription, original: &MediaDescription, caps: &Ca
     let mut lines = Vec::new();
     for (c, fmtp) in &codecs {
         lines.push(c.to_attribute());
-        if let Some(fmtp) = fmtp {
-            lines.push(Attribute::new("fmtp", format!("{} {fmtp}", c.payload_type)));
-        }
+        lines.extend(fmtp_attribute(c.payload_type, fmtp.as_deref()));
     }
     m.attributes.splice(0..0, lines);
+}
+
+/// `a=fmtp:<pt> <parameters>`, or nothing for absent or blank parameters (which would not
+/// survive printing: trailing blanks are not part of an attribute).
+fn fmtp_attribute(payload_type: u8, parameters: Option<&str>) -> Option<Attribute> {
+    let parameters = parameters.map(str::trim).filter(|p| !p.is_empty())?;
+    Some(Attribute::new(
+        "fmtp",
+        format!("{payload_type} {parameters}"),
+    ))
 }
 
 /// The first dynamic payload type (RFC 3551 §3: 96–127) not in `used`.

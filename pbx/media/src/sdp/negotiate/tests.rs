@@ -408,3 +408,20 @@ fn b2bua_round_trip_opus_leg_to_pcmu_leg() {
     // Different codecs on the two legs: the relay transcodes.
     assert_ne!(leg_a.codec, leg_b.codec);
 }
+
+#[test]
+fn blank_fmtp_is_not_echoed() {
+    // Found by the mutation test: `a=fmtp:101 ` (no parameters) echoed as `101 ` would
+    // not survive printing. Events get the RFC 4733 default instead, codecs nothing.
+    let text = data!("asterisk_offer.sdp").replace("a=fmtp:101 0-16", "a=fmtp:101 \na=fmtp:0");
+    let outcome = answer_to(&text, &[20000]);
+    assert_eq!(outcome.answer.media[0].fmtp(101), Some("0-16"));
+    assert_eq!(outcome.answer.media[0].fmtp(0), None);
+    let offer = build_offer(
+        &parse(&text),
+        &Capabilities::default(),
+        "192.0.2.9",
+        &[30000],
+    );
+    assert_eq!(parse(&offer.to_string()), offer);
+}

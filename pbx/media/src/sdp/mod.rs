@@ -16,8 +16,8 @@ use std::fmt;
 
 pub use media::{static_rtpmap, Direction, Rtcp, RtpMap};
 pub use negotiate::{
-    answer, build_offer, negotiated, AnswerOutcome, AnswerParams, Capabilities, CodecCap,
-    NegotiatedStream,
+    answer, build_offer, initial_offer, negotiated, AnswerOutcome, AnswerParams, Capabilities,
+    CodecCap, NegotiatedStream,
 };
 
 /// Why a description was refused. Parse errors carry the 1-based line number (counting

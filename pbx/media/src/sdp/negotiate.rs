@@ -1,6 +1,7 @@
 //! RFC 3264 offer/answer for a media-anchoring B2BUA: answer a leg's offer from what we can
 //! handle ([`answer`]), read what a peer chose in its answer to our offer ([`negotiated`]),
-//! and build the offer for the other leg from the first leg's ([`build_offer`]).
+//! build the offer for the other leg from the first leg's ([`build_offer`]), or one of our
+//! own when there is none ([`initial_offer`]).
 //!
 //! Policy (the things RFC 3264 leaves to the answerer):
 //! - every audio stream over `RTP/AVP` or `RTP/AVPF` with at least one codec we handle is
@@ -320,6 +321,24 @@ pub fn build_offer(
             offer_codecs(m, original, caps);
         }
     }
+    offer
+}
+
+/// An offer of our own with no first-leg offer to start from (a late-offer INVITE, or a
+/// call Switchboard originates): one sendrecv audio stream at `address`:`port` with every
+/// codec in `caps` and telephone-event at their clock rates. `origin` is the leg's `o=`.
+pub fn initial_offer(
+    caps: &Capabilities,
+    origin: Origin,
+    address: &str,
+    port: u16,
+) -> SessionDescription {
+    let mut offer = SessionDescription::new(origin, address);
+    let mut audio = MediaDescription::new("audio", port, "RTP/AVP", Vec::new());
+    let empty = audio.clone();
+    offer_codecs(&mut audio, &empty, caps);
+    audio.set_direction(Direction::SendRecv);
+    offer.media.push(audio);
     offer
 }
 

@@ -425,3 +425,40 @@ fn blank_fmtp_is_not_echoed() {
     );
     assert_eq!(parse(&offer.to_string()), offer);
 }
+
+#[test]
+fn initial_offer_lists_all_our_codecs() {
+    let origin = Origin {
+        username: "switchboard".into(),
+        session_id: "99".into(),
+        session_version: 1,
+        net_type: "IN".into(),
+        addr_type: "IP4".into(),
+        address: "198.51.100.1".into(),
+    };
+    let offer = initial_offer(&Capabilities::default(), origin, "198.51.100.1", 30000);
+    assert_eq!(
+        offer.to_string(),
+        "v=0\r\n\
+         o=switchboard 99 1 IN IP4 198.51.100.1\r\n\
+         s=-\r\n\
+         c=IN IP4 198.51.100.1\r\n\
+         t=0 0\r\n\
+         m=audio 30000 RTP/AVP 0 8 96 97 98\r\n\
+         a=rtpmap:0 PCMU/8000\r\n\
+         a=rtpmap:8 PCMA/8000\r\n\
+         a=rtpmap:96 opus/48000/2\r\n\
+         a=rtpmap:97 telephone-event/8000\r\n\
+         a=fmtp:97 0-16\r\n\
+         a=rtpmap:98 telephone-event/48000\r\n\
+         a=fmtp:98 0-16\r\n\
+         a=sendrecv\r\n"
+    );
+    // A SIPp-like peer answering it with PCMU is read back correctly.
+    let peer = parse(
+        "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 6000 RTP/AVP 0 97\na=rtpmap:0 PCMU/8000\na=rtpmap:97 telephone-event/8000\n",
+    );
+    let s = &negotiated(&offer, &peer)[0];
+    assert_eq!(s.codec, Some(RtpMap::new(0, "PCMU", 8000, 1)));
+    assert_eq!(s.telephone_event_pt, Some(97));
+}

@@ -423,6 +423,8 @@ impl ToneGenerator {
                 *left -= n as u64;
             }
         }
+        // So that `is_finished` is true as soon as the last sample is out.
+        self.settle();
         written
     }
 

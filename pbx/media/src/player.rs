@@ -90,7 +90,8 @@ pub enum PlayerEvent {
 /// Default MOH per rate, generated once per process: it costs a fraction of a second of
 /// CPU, and every held caller at that rate shares the samples.
 pub fn default_moh_clip(rate: u32) -> Arc<Clip> {
-    static CACHE: OnceLock<Mutex<Vec<(u32, Arc<Clip>)>>> = OnceLock::new();
+    type PerRate = Mutex<Vec<(u32, Arc<Clip>)>>;
+    static CACHE: OnceLock<PerRate> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
     // A panic while generating cannot leave a half-built entry, so poison is harmless.
     let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());

@@ -23,6 +23,11 @@ pub enum Level {
     Dbfs(f32),
 }
 
+/// A full-scale sine's level in dBm0 (G.711's maximum load capacity, A-law; μ-law's is
+/// 3.17: the 0.03 dB between them is far below any tone tolerance).
+#[allow(clippy::approx_constant)] // a level in dB that happens to start like π
+const FULL_SCALE_DBM0: f64 = 3.14;
+
 impl Level {
     /// The level of tones when none is configured: -13 dBm0 per frequency, within ITU-T
     /// E.180's recommended -10 ± 5 dBm0 range and the US/ETSI customary values.
@@ -31,7 +36,7 @@ impl Level {
     /// Peak amplitude of one sine at this level, on the 16-bit scale.
     pub fn peak(self) -> f64 {
         let dbfs = match self {
-            Level::Dbm0(db) => f64::from(db) - 3.14,
+            Level::Dbm0(db) => f64::from(db) - FULL_SCALE_DBM0,
             Level::Dbfs(db) => f64::from(db),
         };
         32767.0 * 10f64.powf(dbfs / 20.0)
@@ -145,11 +150,9 @@ impl FromStr for Cadence {
                 Sound::Sine(parse_frequency(part, freqs)?)
             };
             let sound = match sound {
-                Sound::Sine(f) if f == 0.0 => Sound::Silence,
-                Sound::Dual(a, b) if a == 0.0 && b == 0.0 => Sound::Silence,
-                Sound::Dual(a, b) if b == 0.0 => Sound::Sine(a),
-                Sound::Dual(a, b) if a == 0.0 => Sound::Sine(b),
-                Sound::Modulated { carrier, .. } if carrier == 0.0 => Sound::Silence,
+                Sound::Sine(0.0) | Sound::Dual(0.0, 0.0) => Sound::Silence,
+                Sound::Dual(a, 0.0) | Sound::Dual(0.0, a) => Sound::Sine(a),
+                Sound::Modulated { carrier: 0.0, .. } => Sound::Silence,
                 other => other,
             };
             parts.push(TonePart {

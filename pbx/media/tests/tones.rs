@@ -73,7 +73,8 @@ fn us_ringback_is_timed_to_the_sample_at_any_rate() {
 #[test]
 fn presets_have_their_cadences_and_frequencies() {
     let rate = 8000;
-    let cases: [(Country, ToneKind, &[f64], &[(bool, usize)]); 8] = [
+    type Case = (Country, ToneKind, &'static [f64], &'static [(bool, usize)]);
+    let cases: [Case; 8] = [
         (
             Country::Us,
             ToneKind::Busy,
@@ -251,7 +252,7 @@ fn levels_in_dbm0_and_dbfs() {
     let mut g = ToneGenerator::new(&"500+1000".parse().unwrap(), 8000, Level::Dbfs(0.0));
     let mut x = vec![0; 800];
     g.fill(&mut x);
-    assert!(x.iter().any(|&s| s == i16::MAX) && x.iter().any(|&s| s == i16::MIN));
+    assert!(x.contains(&i16::MAX) && x.contains(&i16::MIN));
 }
 
 #[test]

@@ -31,6 +31,12 @@ pub struct Config {
     pub tcp_partial_timeout: Duration,
     pub max_tcp_connections: usize,
     pub shutdown_grace: Duration,
+    /// Anchor media (rewrite SDP, relay RTP through our ports); off = SDP passes through.
+    pub media_anchor: bool,
+    pub rtp_ports: (u16, u16),
+    /// Address written in SDP c= lines; the SIP advertised address when unset.
+    pub media_advertise: Option<String>,
+    pub rtp_timeout: Duration,
 }
 
 impl Default for Config {
@@ -52,6 +58,10 @@ impl Default for Config {
             tcp_partial_timeout: Duration::from_secs(32),
             max_tcp_connections: 10_000,
             shutdown_grace: Duration::from_secs(10),
+            media_anchor: true,
+            rtp_ports: (20_000, 30_000),
+            media_advertise: None,
+            rtp_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -106,6 +116,17 @@ struct FileConfig {
     registrar: RegistrarSection,
     #[serde(default)]
     limits: LimitsSection,
+    #[serde(default)]
+    media: MediaSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MediaSection {
+    anchor: Option<bool>,
+    rtp_ports: Option<Spanned<String>>,
+    advertise: Option<Spanned<String>>,
+    rtp_timeout: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +173,23 @@ pub struct Overrides {
     pub http_listen: Option<SocketAddr>,
     pub ring_timeout: Option<u64>,
     pub sha256: Option<bool>,
+    pub rtp_ports: Option<String>,
+    pub media_advertise: Option<String>,
+    pub rtp_timeout: Option<u64>,
+    pub media_anchor: Option<bool>,
+}
+
+/// `FIRST-LAST`, e.g. `20000-30000`: at least one even/odd pair, ports above 1023 not
+/// required (a root-run server may use any) but never 0.
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not a port range such as 20000-30000"))?;
+    let (Ok(first), Ok(last)) = (a.trim().parse::<u16>(), b.trim().parse::<u16>()) else {
+        return Err(format!("{s:?} is not a port range such as 20000-30000"));
+    };
+    switchboard_core::ports::PortPool::new(first, last).map_err(|e| e.to_string())?;
+    Ok((first, last))
 }
 
 fn line_col(text: &str, span: Range<usize>) -> (usize, usize) {
@@ -254,6 +292,31 @@ pub fn load(file: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError
     }
     if let Some(v) = over.sha256 {
         cfg.sha256 = v;
+    }
+    let flag_err = |field: &str, message: String| ConfigError {
+        file: None,
+        position: None,
+        field: field.into(),
+        message,
+    };
+    if let Some(v) = &over.rtp_ports {
+        cfg.rtp_ports = parse_port_range(v).map_err(|m| flag_err("--rtp-ports", m))?;
+    }
+    if let Some(v) = &over.media_advertise {
+        validate_domain(v).map_err(|m| flag_err("--media-advertise", m))?;
+        cfg.media_advertise = Some(v.clone());
+    }
+    if let Some(v) = over.rtp_timeout {
+        if v == 0 || v > 86_400 {
+            return Err(flag_err(
+                "--rtp-timeout",
+                format!("{v} is out of range (1 to 86400 seconds)"),
+            ));
+        }
+        cfg.rtp_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = over.media_anchor {
+        cfg.media_anchor = v;
     }
     validate_domain(&cfg.domain).map_err(|m| ConfigError {
         file: None,
@@ -368,6 +431,21 @@ fn apply_file(cfg: &mut Config, path: &Path, text: &str) -> Result<(), ConfigErr
         cfg.shutdown_grace =
             Duration::from_secs(ctx.ranged(v, "limits.shutdown_grace", 0, 3600)?);
     }
+    let m = &parsed.media;
+    if let Some(v) = m.anchor {
+        cfg.media_anchor = v;
+    }
+    if let Some(v) = &m.rtp_ports {
+        cfg.rtp_ports =
+            parse_port_range(v.get_ref()).map_err(|e| ctx.err(v.span(), "media.rtp_ports", e))?;
+    }
+    if let Some(v) = &m.advertise {
+        validate_domain(v.get_ref()).map_err(|e| ctx.err(v.span(), "media.advertise", e))?;
+        cfg.media_advertise = Some(v.get_ref().clone());
+    }
+    if let Some(v) = &m.rtp_timeout {
+        cfg.rtp_timeout = Duration::from_secs(ctx.ranged(v, "media.rtp_timeout", 1, 86_400)?);
+    }
     Ok(())
 }
 
@@ -412,6 +490,22 @@ mod tests {
         assert!(e.to_string().contains("unknown field `lisen`"), "{e}");
         let e = load_text("domain = \n").unwrap_err();
         assert_eq!(e.position.map(|p| p.0), Some(1));
+    }
+
+    #[test]
+    fn media_section_and_port_ranges() {
+        let cfg = load_text("[media]\nrtp_ports = \"40000-40100\"\nadvertise = \"203.0.113.5\"\n")
+            .unwrap();
+        assert_eq!(cfg.rtp_ports, (40000, 40100));
+        assert_eq!(cfg.media_advertise.as_deref(), Some("203.0.113.5"));
+        let e = load_text("[media]\nrtp_ports = \"30000-20000\"\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with("sb.toml:2:13: media.rtp_ports: "),
+            "{e}"
+        );
+        assert!(parse_port_range("abc").is_err());
+        assert!(parse_port_range("5000-5000").is_err());
+        assert_eq!(parse_port_range("10000-10001"), Ok((10000, 10001)));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use switchboard_core::media::MediaConfig;
 use switchboard_core::{EngineConfig, LocalAddress, RegistrarConfig};
 use switchboard_runtime::{advertised_host, DriverConfig, Metrics, SipSockets};
 use switchboard_sip::digest::offered_algorithms;
@@ -77,6 +78,18 @@ struct ServeArgs {
     /// Seconds callee devices ring before the caller gets 408 (default 60).
     #[arg(long, env = "SWITCHBOARD_RING_TIMEOUT", value_name = "SECONDS")]
     ring_timeout: Option<u64>,
+    /// RTP port range for anchored media (default 20000-30000).
+    #[arg(long, env = "SWITCHBOARD_RTP_PORTS", value_name = "FIRST-LAST")]
+    rtp_ports: Option<String>,
+    /// Address written in SDP c= lines (the public address behind NAT).
+    #[arg(long, env = "SWITCHBOARD_MEDIA_ADVERTISE", value_name = "HOST")]
+    media_advertise: Option<String>,
+    /// Seconds without RTP from a sending party before the call is hung up (default 60).
+    #[arg(long, env = "SWITCHBOARD_RTP_TIMEOUT", value_name = "SECONDS")]
+    rtp_timeout: Option<u64>,
+    /// Anchor media through Switchboard (default true); false passes SDP through.
+    #[arg(long, env = "SWITCHBOARD_MEDIA_ANCHOR", value_name = "BOOL")]
+    media_anchor: Option<bool>,
     /// Also offer SHA-256 digest challenges (after MD5).
     #[arg(long, env = "SWITCHBOARD_SHA256", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     sha256: Option<bool>,
@@ -149,6 +162,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         over.http_listen = s.http_listen;
         over.ring_timeout = s.ring_timeout;
         over.sha256 = s.sha256;
+        over.rtp_ports = s.rtp_ports.clone();
+        over.media_advertise = s.media_advertise.clone();
+        over.rtp_timeout = s.rtp_timeout;
+        over.media_anchor = s.media_anchor;
     }
     let cfg = config::load(cli.global.config.as_deref(), &over)?;
     match cli.command {
@@ -202,13 +219,30 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(cfg.http_listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", cfg.http_listen))?;
+    let sip_host = cfg
+        .sip_advertise
+        .clone()
+        .unwrap_or_else(|| advertised_host(local));
+    let media = if cfg.media_anchor {
+        let advertise = cfg.media_advertise.clone().unwrap_or_else(|| {
+            sip_host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        });
+        Some(MediaConfig::new(
+            advertise,
+            cfg.rtp_ports.0,
+            cfg.rtp_ports.1,
+            cfg.rtp_timeout,
+        )?)
+    } else {
+        None
+    };
     let engine_config = EngineConfig {
         domain: cfg.domain.clone(),
         local: LocalAddress {
-            host: cfg
-                .sip_advertise
-                .clone()
-                .unwrap_or_else(|| advertised_host(local)),
+            host: sip_host,
             port: local.port(),
         },
         ring_timeout: cfg.ring_timeout,
@@ -223,6 +257,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         nonce_lifetime_secs: 300,
         timers: Timers::default(),
         user_agent: format!("Switchboard/{}", env!("CARGO_PKG_VERSION")),
+        media,
     };
     let driver = DriverConfig {
         max_message_size: cfg.max_message_size,

@@ -64,6 +64,8 @@ pub(crate) enum ClientRole {
         server: ServerTxId,
         request: Box<Request>,
         from_a: bool,
+        /// The offer/answer this request started, when media is anchored.
+        renegotiation: Option<Box<crate::media::Renegotiation>>,
     },
     /// A request of our own (BYE) whose answer changes nothing.
     Own,
@@ -122,6 +124,8 @@ struct PendingAck {
     origin_cseq: u32,
     /// The far side's INVITE CSeq to ACK.
     far_cseq: u32,
+    /// The far side offered in its 2xx: the originator's ACK answers our relayed offer.
+    media: Option<crate::media::PendingAckAnswer>,
 }
 
 #[derive(Debug)]
@@ -144,6 +148,8 @@ pub(crate) struct Call {
     reinvite_in_progress: bool,
     /// Server transactions whose 2xx awaits an ACK (see `Engine::ack_waiters`).
     ack_waits: Vec<ServerTxId>,
+    /// Anchored media, when the engine anchors media.
+    pub(crate) media: Option<crate::media::CallMedia>,
 }
 
 impl Call {
@@ -173,6 +179,24 @@ fn copy_relayed_headers(from: &switchboard_sip::Headers, to: &mut switchboard_si
             to.0.push(h.clone());
         }
     }
+}
+
+/// Puts a body into a message being relayed. Anchored SDP is always `application/sdp`,
+/// and an anchored message without SDP carries no Content-Type.
+fn set_body(
+    headers: &mut switchboard_sip::Headers,
+    slot: &mut Vec<u8>,
+    anchored: bool,
+    body: Vec<u8>,
+) {
+    if anchored {
+        if body.is_empty() {
+            headers.remove(&HeaderName::ContentType);
+        } else {
+            headers.set(HeaderName::ContentType, "application/sdp");
+        }
+    }
+    *slot = body;
 }
 
 /// RFC 3261 §16.7 step 6, applied to the branches of a B2BUA: 6xx wins, then the lowest
@@ -297,6 +321,21 @@ impl Engine {
             target: source,
         };
         let call_key = self.new_call_id();
+        // Anchor the media: check the caller's offer, take ports, make the callee offer.
+        let (media, callee_offer) = match self.open_media(call_key, &req) {
+            Ok(Some((m, body))) => (Some(m), Some(body)),
+            Ok(None) => (None, None),
+            Err(refusal) => {
+                let resp = Response::for_request(
+                    &req,
+                    refusal.status,
+                    refusal.reason,
+                    Some(&crate::new_tag()),
+                );
+                self.respond(id, resp, now);
+                return;
+            }
+        };
         let domain = self.config.domain.clone();
         let mut branches = Vec::with_capacity(bindings.len());
         for binding in &bindings {
@@ -326,7 +365,15 @@ impl Engine {
                 .headers
                 .push(HeaderName::UserAgent, self.config.user_agent.clone());
             copy_relayed_headers(&req.headers, &mut invite.headers);
-            invite.body = req.body.clone();
+            match &callee_offer {
+                Some(body) => {
+                    invite
+                        .headers
+                        .set(HeaderName::ContentType, "application/sdp");
+                    invite.body = body.clone();
+                }
+                None => invite.body = req.body.clone(),
+            }
             let invite_cseq = dialog.local_cseq;
             self.dialogs
                 .insert((dialog.call_id.clone(), dialog.local_tag.clone()), call_key);
@@ -344,6 +391,9 @@ impl Engine {
             });
         }
         if branches.is_empty() {
+            if let Some(m) = &media {
+                self.close_media(call_key, m);
+            }
             self.reply(id, &req, 480, now);
             return;
         }
@@ -377,6 +427,7 @@ impl Engine {
                 pending_ack: None,
                 reinvite_in_progress: false,
                 ack_waits: Vec::new(),
+                media,
             },
         );
     }
@@ -468,6 +519,9 @@ impl Engine {
         let Some(call) = self.calls.remove(&key) else {
             return;
         };
+        if let Some(media) = &call.media {
+            self.close_media(key, media);
+        }
         self.dialogs
             .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
         for id in &call.ack_waits {
@@ -543,11 +597,20 @@ impl Engine {
                 server,
                 request,
                 from_a,
+                renegotiation,
             } => {
                 if resp.is_final() {
                     self.client_roles.remove(&id);
                 }
-                self.on_relay_response(key, server, &request, from_a, resp, now);
+                self.on_relay_response(
+                    key,
+                    server,
+                    &request,
+                    from_a,
+                    renegotiation.as_deref(),
+                    resp,
+                    now,
+                );
             }
             ClientRole::Own => {
                 if resp.is_final() {
@@ -595,6 +658,18 @@ impl Engine {
 
     fn on_branch_response(&mut self, key: u64, i: usize, resp: Response, now: Instant) {
         let local = self.config.local.clone();
+        // With media anchored the caller only ever sees our SDP: our answer to its offer
+        // (or our offer, for a late offer), made from what this device answered.
+        let anchored = self.calls.get(&key).is_some_and(|c| c.media.is_some());
+        let ringing = self
+            .calls
+            .get(&key)
+            .is_some_and(|c| c.state == CallState::Ringing && c.winner.is_none());
+        let caller_sdp = if anchored && ringing && (101..300).contains(&resp.status) {
+            self.media_callee_answered(key, &resp)
+        } else {
+            None
+        };
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
@@ -613,11 +688,16 @@ impl Engine {
                             &resp.reason,
                             Some(&call.a.local_tag),
                         );
-                        if !resp.body.is_empty() {
+                        let body = if anchored {
+                            caller_sdp
+                        } else {
+                            (!resp.body.is_empty()).then(|| resp.body.clone())
+                        };
+                        if let Some(body) = body {
                             out.headers
                                 .push(HeaderName::Contact, local.contact(call.a.target));
                             copy_relayed_headers(&resp.headers, &mut out.headers);
-                            out.body = resp.body.clone();
+                            set_body(&mut out.headers, &mut out.body, anchored, body);
                         }
                         self.respond(a_tx, out, now);
                     }
@@ -653,7 +733,12 @@ impl Engine {
                         .push(HeaderName::Contact, local.contact(call.a.target));
                     out.headers.push(HeaderName::Allow, ALLOW);
                     copy_relayed_headers(&resp.headers, &mut out.headers);
-                    out.body = resp.body.clone();
+                    let body = if anchored {
+                        caller_sdp.unwrap_or_default()
+                    } else {
+                        resp.body.clone()
+                    };
+                    set_body(&mut out.headers, &mut out.body, anchored, body);
                     let others: Vec<ClientTxId> = call
                         .branches
                         .iter_mut()
@@ -764,6 +849,7 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
+        let anchored = call.media.is_some();
         let from_a = call.a.call_id == call_id && call.a.local_tag == tag;
         if from_a && call.state == CallState::Answered && cseq.seq == call.a_invite_cseq {
             call.state = CallState::Established;
@@ -771,7 +857,14 @@ impl Engine {
             let b = &call.branches[w];
             let mut out = b.dialog.ack(b.invite_cseq, &local, &new_branch());
             copy_relayed_headers(&ack.headers, &mut out.headers);
-            out.body = ack.body.clone();
+            // Anchored: the callee answered our offer already; the caller's ACK (a late
+            // offer's answer) is ours to read, not to pass on.
+            let body = if anchored {
+                Vec::new()
+            } else {
+                ack.body.clone()
+            };
+            set_body(&mut out.headers, &mut out.body, anchored, body);
             let data = out.to_bytes();
             let target = b.dialog.target;
             call.acks.push(SentAck {
@@ -781,6 +874,9 @@ impl Engine {
                 target,
             });
             self.send_direct(data, target);
+            if anchored {
+                self.media_caller_acked(key, &ack);
+            }
             return;
         }
         // The ACK of a relayed re-INVITE's 2xx: ACK the far leg's 2xx now.
@@ -790,14 +886,24 @@ impl Engine {
         if p.from_a != from_a || p.origin_cseq != cseq.seq {
             return;
         }
+        let Some(p) = call.pending_ack.take() else {
+            return;
+        };
+        let body = match &p.media {
+            Some(pending) => self.media_relay_ack(key, from_a, pending, &ack),
+            None if anchored => Vec::new(),
+            None => ack.body.clone(),
+        };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         let far_cseq = p.far_cseq;
-        call.pending_ack = None;
         let Some(far) = far_dialog(call, from_a) else {
             return;
         };
         let mut out = far.ack(far_cseq, &local, &new_branch());
         copy_relayed_headers(&ack.headers, &mut out.headers);
-        out.body = ack.body.clone();
+        set_body(&mut out.headers, &mut out.body, anchored, body);
         let data = out.to_bytes();
         let target = far.target;
         let far_call_id = far.call_id.clone();
@@ -878,13 +984,31 @@ impl Engine {
             }
             call.reinvite_in_progress = true;
         }
+        let anchored = call.media.is_some();
+        let carries_sdp = matches!(req.method, Method::Invite | Method::Update);
+        let (body, renegotiation) = if anchored && carries_sdp {
+            match self.media_relay_request(key, from_a, &req) {
+                Some((body, r)) => (body, Some(Box::new(r))),
+                None => (Vec::new(), None),
+            }
+        } else {
+            (req.body.clone(), None)
+        };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         let Some(far) = far_dialog(call, from_a) else {
             self.reply_in_dialog(id, &req, 481, now);
             return;
         };
         let mut out = far.request(req.method.clone(), &local, &new_branch());
         copy_relayed_headers(&req.headers, &mut out.headers);
-        out.body = req.body.clone();
+        set_body(
+            &mut out.headers,
+            &mut out.body,
+            anchored && carries_sdp,
+            body,
+        );
         let target = far.target;
         let Some(tx) = self.send_request(out, target, now) else {
             if let Some(call) = self.calls.get_mut(&key) {
@@ -901,22 +1025,54 @@ impl Engine {
                     server: id,
                     request: Box::new(req),
                     from_a,
+                    renegotiation,
                 },
             ),
         );
         self.server_roles.insert(id, (key, ServerRole::Relay));
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_relay_response(
         &mut self,
         key: u64,
         server: ServerTxId,
         request: &Request,
         from_a: bool,
+        renegotiation: Option<&crate::media::Renegotiation>,
         resp: Response,
         now: Instant,
     ) {
         let local = self.config.local.clone();
+        let carries_sdp = matches!(request.method, Method::Invite | Method::Update);
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        let anchored = call.media.is_some();
+        // A retransmitted 2xx to a relayed INVITE that we already ACKed: ACK it again.
+        let far_cseq = resp.cseq().map(|c| c.seq).unwrap_or(0);
+        let far_call_id = if from_a {
+            call.winner.map(|w| call.branches[w].dialog.call_id.clone())
+        } else {
+            Some(call.a.call_id.clone())
+        };
+        if resp.is_success() && request.method == Method::Invite {
+            if let Some(a) = call
+                .acks
+                .iter()
+                .find(|a| Some(&a.call_id) == far_call_id.as_ref() && a.cseq == far_cseq)
+            {
+                let (data, target) = (a.data.clone(), a.target);
+                self.send_direct(data, target);
+                return;
+            }
+        }
+        let (media_body, media_pending) = match renegotiation {
+            Some(r) if anchored && carries_sdp && resp.status > 100 => {
+                self.media_relay_response(key, from_a, r, &resp)
+            }
+            _ => (None, None),
+        };
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
@@ -937,24 +1093,11 @@ impl Engine {
             }
         }
         if resp.is_success() && is_invite {
-            let far_cseq = resp.cseq().map(|c| c.seq).unwrap_or(0);
-            // A retransmitted 2xx we already ACKed: ACK again, do not relay twice.
-            if let Some(a) = far_dialog(call, from_a)
-                .map(|d| d.call_id.clone())
-                .and_then(|cid| {
-                    call.acks
-                        .iter()
-                        .find(|a| a.call_id == cid && a.cseq == far_cseq)
-                })
-            {
-                let (data, target) = (a.data.clone(), a.target);
-                self.send_direct(data, target);
-                return;
-            }
             call.pending_ack = Some(PendingAck {
                 from_a,
                 origin_cseq: request.cseq().map(|c| c.seq).unwrap_or(0),
                 far_cseq,
+                media: media_pending,
             });
         }
         let mut out = Response::for_request(request, resp.status, &resp.reason, None);
@@ -978,7 +1121,16 @@ impl Engine {
             self.ack_waiters.insert(server, key);
             call.ack_waits.push(server);
         }
-        out.body = resp.body;
+        if anchored && carries_sdp {
+            set_body(
+                &mut out.headers,
+                &mut out.body,
+                true,
+                media_body.unwrap_or_default(),
+            );
+        } else {
+            out.body = resp.body;
+        }
         self.respond(server, out, now);
     }
 
@@ -1055,12 +1207,23 @@ impl Engine {
     }
 
     pub(crate) fn end_call_for_shutdown(&mut self, key: u64, now: Instant) {
+        self.end_call(key, 503, now);
+    }
+
+    /// The call's media failed (port unusable, RTP stopped): a ringing call gets 500.
+    pub(crate) fn end_call_for_media(&mut self, key: u64, now: Instant) {
+        self.end_call(key, 500, now);
+    }
+
+    /// Ends a call whatever its state: `ringing_status` to a caller still waiting, BYE on
+    /// both legs of an answered call.
+    fn end_call(&mut self, key: u64, ringing_status: u16, now: Instant) {
         let Some(call) = self.calls.get(&key) else {
             return;
         };
         match call.state {
             CallState::Ringing => {
-                self.finish_caller_with(key, 503, now);
+                self.finish_caller_with(key, ringing_status, now);
             }
             CallState::Answered | CallState::Established => self.hang_up_both(key, now),
             CallState::Ending => {}

@@ -54,6 +54,8 @@ pub struct EngineConfig {
     pub nonce_lifetime_secs: u64,
     pub timers: Timers,
     pub user_agent: String,
+    /// Media anchoring; `None` passes SDP through untouched (signalling only).
+    pub media: Option<crate::media::MediaConfig>,
 }
 
 /// What the runtime persists, logs or counts.
@@ -82,6 +84,8 @@ pub enum EngineEvent {
         source: Target,
         reason: AuthFailure,
     },
+    /// Something for the runtime's media side (open ports, configure a leg, close).
+    Media(crate::media::MediaCommand),
     /// A message we could not parse; `answered` when a 400 went back.
     Malformed {
         source: Target,
@@ -125,6 +129,7 @@ pub struct Engine {
     pub(crate) events: VecDeque<EngineEvent>,
     pub(crate) stats: Stats,
     pub(crate) shutting_down: bool,
+    pub(crate) media: Option<crate::media::MediaState>,
     anchor: (Instant, u64),
 }
 
@@ -151,6 +156,11 @@ impl Engine {
             events: VecDeque::new(),
             stats: Stats::default(),
             shutting_down: false,
+            media: config.media.as_ref().map(|m| crate::media::MediaState {
+                config: m.clone(),
+                pool: m.pool(),
+                caps: switchboard_media::sdp::negotiate::Capabilities::default(),
+            }),
             anchor: (now, now_unix),
             config,
         }
@@ -238,6 +248,33 @@ impl Engine {
         let unix = self.unix(now);
         for change in self.registrar.expire(unix) {
             self.events.push_back(EngineEvent::Binding(change));
+        }
+        self.drain_tx_events(now);
+    }
+
+    /// A report from a call's media: a port that could not be bound, or RTP that stopped.
+    /// Either way the call cannot carry audio any more and is ended.
+    pub fn handle_media_notice(
+        &mut self,
+        call: u64,
+        notice: crate::media::MediaNotice,
+        now: Instant,
+    ) {
+        use crate::media::MediaNotice;
+        use switchboard_media::relay::MediaEvent;
+        match notice {
+            MediaNotice::BindFailed { pair } => {
+                tracing::warn!(call, port = pair.rtp, "RTP port unusable; ending the call");
+                self.media_port_broken(call, pair);
+                self.end_call_for_media(call, now);
+            }
+            MediaNotice::Session(MediaEvent::RtpTimeout { leg }) => {
+                tracing::info!(call, ?leg, "no RTP within the timeout; hanging up");
+                self.end_call_for_media(call, now);
+            }
+            MediaNotice::Session(other) => {
+                tracing::debug!(call, event = ?other, "media");
+            }
         }
         self.drain_tx_events(now);
     }

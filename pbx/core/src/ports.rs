@@ -85,7 +85,13 @@ mod tests {
         let mut pool = PortPool::new(20001, 20008).unwrap();
         assert_eq!(pool.available(), 3); // 20002, 20004, 20006 (20008 has no 20009)
         let a = pool.allocate().unwrap();
-        assert_eq!(a, PortPair { rtp: 20002, rtcp: 20003 });
+        assert_eq!(
+            a,
+            PortPair {
+                rtp: 20002,
+                rtcp: 20003
+            }
+        );
         let b = pool.allocate().unwrap();
         pool.release(a);
         assert_eq!(pool.allocate().unwrap().rtp, 20006);

@@ -7,6 +7,7 @@
 //! It must never block the engine task on the database or on a slow peer: bounded queues
 //! everywhere, and what does not fit is dropped and counted.
 
+mod media;
 mod metrics;
 mod tcp;
 
@@ -134,6 +135,7 @@ enum Input {
     TcpClosed(SocketAddr),
     TcpConnectFailed(SocketAddr),
     Directory(Directory),
+    Media(u64, switchboard_core::media::MediaNotice),
 }
 
 pub fn unix_now() -> u64 {
@@ -272,6 +274,9 @@ pub async fn run(
     metrics.set_ready(true);
 
     let mut tcp_conns: HashMap<SocketAddr, mpsc::Sender<Arc<[u8]>>> = HashMap::new();
+    let mut media_tasks = media::MediaTasks::default();
+    // RTP sockets bind the SIP listen address (all interfaces when SIP listens on all).
+    let media_ip = local.ip();
     let mut connecting: HashMap<SocketAddr, Vec<Arc<[u8]>>> = HashMap::new();
     let mut buf = vec![0u8; driver.max_message_size + 1];
     let mut shutting_down = false;
@@ -334,6 +339,7 @@ pub async fn run(
                         engine.handle_transport_error(Target { transport: Transport::Tcp, addr }, now);
                     }
                     Some(Input::Directory(d)) => engine.set_directory(d),
+                    Some(Input::Media(call, notice)) => engine.handle_media_notice(call, notice, now),
                     None => {}
                 }
             }
@@ -413,6 +419,10 @@ pub async fn run(
                     reason,
                 } => {
                     tracing::warn!(%method, user = user.as_deref().unwrap_or("-"), source = %format_target(source), ?reason, "authentication failed");
+                }
+                EngineEvent::Media(command) => {
+                    media_tasks.apply(command, media_ip, &input_tx, &metrics);
+                    metrics.set_media_sessions(media_tasks.len());
                 }
                 EngineEvent::Malformed {
                     source,

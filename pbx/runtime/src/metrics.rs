@@ -24,6 +24,13 @@ pub struct Metrics {
     pub refused_connections: AtomicU64,
     pub dropped_sends: AtomicU64,
     pub store_errors: AtomicU64,
+    pub media_sessions: AtomicU64,
+    pub media_sessions_total: AtomicU64,
+    pub media_send_errors: AtomicU64,
+    pub rtp_packets_in: AtomicU64,
+    pub rtp_packets_out: AtomicU64,
+    pub rtp_unexpected_source: AtomicU64,
+    pub rtp_malformed: AtomicU64,
 }
 
 impl Metrics {
@@ -69,6 +76,25 @@ impl Metrics {
     }
     pub(crate) fn count_store_error(&self) {
         self.store_errors.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn set_media_sessions(&self, n: usize) {
+        self.media_sessions.store(n as u64, Relaxed);
+    }
+    pub(crate) fn media_sessions_started(&self) {
+        self.media_sessions_total.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn count_media_send_error(&self) {
+        self.media_send_errors.fetch_add(1, Relaxed);
+    }
+    /// Adds a finished session's packet counters.
+    pub(crate) fn media_sessions_ended(&self, s: switchboard_media::relay::SessionStats) {
+        self.rtp_packets_in
+            .fetch_add(s.packets_in.iter().sum(), Relaxed);
+        self.rtp_packets_out
+            .fetch_add(s.packets_out.iter().sum(), Relaxed);
+        self.rtp_unexpected_source
+            .fetch_add(s.unexpected_source, Relaxed);
+        self.rtp_malformed.fetch_add(s.malformed, Relaxed);
     }
 
     /// Every value with its Prometheus name, type and help text.

@@ -71,6 +71,8 @@ pub fn config(algorithms: Vec<Algorithm>) -> EngineConfig {
         nonce_lifetime_secs: 300,
         timers: Timers::default(),
         user_agent: "switchboard-test".to_string(),
+        // Signalling scenarios: SDP passes through untouched.
+        media: None,
     }
 }
 

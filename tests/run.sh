@@ -1,24 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine with Rust (the README's test command).
-# Installs the real peers the end-to-end suites drive (SIPp, baresip, PostgreSQL) with apt
-# when they are missing (needs root for that), starts a throwaway PostgreSQL on a free
+# Installs what it needs with apt when missing (tests/deps.sh: libopus-dev, SIPp, baresip,
+# PostgreSQL; needs root for that), starts a throwaway PostgreSQL on a free
 # port for the storage tests unless SWITCHBOARD_TEST_POSTGRES_URL is already set, and
 # runs every test of the workspace. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-have_initdb() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; }
-
-if ! command -v sipp >/dev/null || ! command -v baresip >/dev/null || ! have_initdb; then
-    echo "=== installing sip-tester baresip-core postgresql"
-    if [ "$(id -u)" != 0 ]; then
-        echo "error: sipp, baresip or PostgreSQL is missing; run as root so apt-get can install them" >&2
-        exit 1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update
-    apt-get install -y --no-install-recommends sip-tester baresip-core postgresql
-fi
+bash tests/deps.sh
 
 if [ -z "${SWITCHBOARD_TEST_POSTGRES_URL:-}" ]; then
     echo "=== starting a throwaway PostgreSQL"

@@ -420,6 +420,9 @@ impl ServerOptions {
     }
 }
 
+/// RTP ports each test server gets (20 calls' worth: a call takes two pairs).
+pub const RTP_PORTS_PER_SERVER: u16 = 80;
+
 /// How long a fresh server may take to answer /healthz (first start runs the
 /// migrations; CI machines are slow).
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
@@ -430,6 +433,8 @@ pub struct Server {
     child: Option<Child>,
     pub sip: SocketAddr,
     pub http: SocketAddr,
+    /// This server's own RTP port range (tests run servers in parallel).
+    pub rtp_ports: (u16, u16),
     pub options: ServerOptions,
     log: PathBuf,
     runs: AtomicU64,
@@ -445,10 +450,12 @@ impl Server {
         let sip: SocketAddr = format!("{LOCALHOST}:{sip_port}").parse().unwrap();
         let http: SocketAddr = format!("{LOCALHOST}:{http_port}").parse().unwrap();
         let log = dir.path().join("server.log");
+        let rtp_first = free_port_block(RTP_PORTS_PER_SERVER);
         let mut server = Server {
             child: None,
             sip,
             http,
+            rtp_ports: (rtp_first, rtp_first + RTP_PORTS_PER_SERVER - 1),
             options,
             log,
             runs: AtomicU64::new(0),
@@ -469,6 +476,8 @@ impl Server {
             &self.sip.to_string(),
             "--http-listen",
             &self.http.to_string(),
+            "--rtp-ports",
+            &format!("{}-{}", self.rtp_ports.0, self.rtp_ports.1),
         ]);
         if let Some(seconds) = self.options.ring_timeout {
             command.args(["--ring-timeout", &seconds.to_string()]);

@@ -195,8 +195,23 @@ fn to_socket(addr: &Option<(String, u16)>) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, *port))
 }
 
-/// The relay's view of one negotiated stream. `rtcp` is the peer's `a=rtcp` when given.
-fn leg_config(s: &NegotiatedStream, rtcp: Option<SocketAddr>) -> LegConfig {
+/// The clock rate of a stream's telephone-event payload type, from whichever of the
+/// descriptions maps it (an answer may omit the rtpmap of a PT taken from the offer).
+fn event_rate(sdps: &[&SessionDescription], index: usize, pt: Option<u8>) -> u32 {
+    pt.and_then(|pt| {
+        sdps.iter()
+            .find_map(|sdp| sdp.media.get(index).and_then(|m| m.rtpmap(pt)))
+    })
+    .map_or(8000, |r| r.clock_rate)
+}
+
+/// The relay's view of one negotiated stream. `rtcp` is the peer's `a=rtcp` when given;
+/// `sdps` are the offer and answer it came from.
+fn leg_config(
+    s: &NegotiatedStream,
+    rtcp: Option<SocketAddr>,
+    sdps: &[&SessionDescription],
+) -> LegConfig {
     LegConfig {
         remote_rtp: to_socket(&s.remote_addr),
         remote_rtcp: rtcp,
@@ -208,6 +223,7 @@ fn leg_config(s: &NegotiatedStream, rtcp: Option<SocketAddr>) -> LegConfig {
             fmtp: None,
         }),
         telephone_event: s.telephone_event_pt,
+        telephone_event_rate: event_rate(sdps, s.index, s.telephone_event_pt),
         send: s.accepted && s.direction.sends(),
         recv: s.accepted && s.direction.receives(),
     }
@@ -439,7 +455,7 @@ impl Engine {
         let streams = negotiated(&media.b_offer, &b_answer);
         let b_stream = streams.get(media.audio_index)?.clone();
         let b_rtcp = rtcp_of(&b_answer, media.audio_index);
-        let b_config = leg_config(&b_stream, b_rtcp);
+        let b_config = leg_config(&b_stream, b_rtcp, &[&b_answer, &media.b_offer]);
         let mut a_config = None;
         let body = match &media.a_offer {
             Some(offer) => {
@@ -457,7 +473,7 @@ impl Engine {
                         .or_else(|| answer(offer, &caps, &params).ok())?;
                     media.a_origin.1 += 1;
                     let s = outcome.streams.get(media.audio_index)?;
-                    a_config = Some(leg_config(s, rtcp_of(offer, media.audio_index)));
+                    a_config = Some(leg_config(s, rtcp_of(offer, media.audio_index), &[offer]));
                     media.a_answer = Some(outcome.answer.to_bytes());
                 }
                 media.a_answer.clone()
@@ -497,7 +513,7 @@ impl Engine {
         };
         let index = media.audio_index;
         if let Some(s) = negotiated(&offer, &answer_sdp).get(index) {
-            let config = leg_config(s, rtcp_of(&answer_sdp, index));
+            let config = leg_config(s, rtcp_of(&answer_sdp, index), &[&answer_sdp, &offer]);
             self.configure_leg(call, Leg::A, config);
         }
     }
@@ -600,11 +616,15 @@ impl Engine {
                 let near_config = outcome
                     .streams
                     .get(index)
-                    .map(|s| leg_config(s, rtcp_of(near_offer, index)));
+                    .map(|s| leg_config(s, rtcp_of(near_offer, index), &[near_offer]));
                 self.configure_leg(
                     call,
                     far_leg,
-                    leg_config(&far_stream, rtcp_of(&far_sdp, index)),
+                    leg_config(
+                        &far_stream,
+                        rtcp_of(&far_sdp, index),
+                        &[&far_sdp, far_offer],
+                    ),
                 );
                 if let Some(c) = near_config {
                     self.configure_leg(call, near_leg, c);
@@ -684,10 +704,14 @@ impl Engine {
         self.configure_leg(
             call,
             near_leg,
-            leg_config(&near_stream, rtcp_of(&near_answer, index)),
+            leg_config(
+                &near_stream,
+                rtcp_of(&near_answer, index),
+                &[&near_answer, &pending.near_offer],
+            ),
         );
         if let Some(s) = outcome.streams.get(index) {
-            let c = leg_config(s, rtcp_of(&pending.far_offer, index));
+            let c = leg_config(s, rtcp_of(&pending.far_offer, index), &[&pending.far_offer]);
             self.configure_leg(call, far_leg, c);
         }
         outcome.answer.to_bytes()

@@ -16,6 +16,15 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::codec::{decoder_for, encoder_for, AudioDecoder, AudioEncoder, CodecSpec};
+use crate::dtmf::{generate_digit, DtmfEventReceiver, DtmfEventSender, InbandDetector};
+use crate::g711;
+use crate::jitter::{JitterBuffer, Playout};
+use crate::resample::Resampler;
+use crate::rtp::rewrite::StreamRewriter;
+use crate::rtp::{is_rtcp, RtpHeader, RtpPacket};
+use crate::AudioFrame;
+
 /// Which side of the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Leg {
@@ -60,6 +69,24 @@ impl PayloadFormat {
     pub fn same_codec(&self, other: &PayloadFormat) -> bool {
         self.encoding.eq_ignore_ascii_case(&other.encoding) && self.clock_rate == other.clock_rate
     }
+
+    fn spec(&self) -> Option<CodecSpec> {
+        CodecSpec::from_rtpmap(
+            &self.encoding,
+            self.clock_rate,
+            self.channels,
+            self.payload_type,
+            self.fmtp.as_deref(),
+        )
+    }
+
+    fn is_g711(&self) -> Option<bool> {
+        match (self.encoding.to_ascii_uppercase().as_str(), self.clock_rate) {
+            ("PCMU", 8000) => Some(true),
+            ("PCMA", 8000) => Some(false),
+            _ => None,
+        }
+    }
 }
 
 /// What the offer/answer on one leg settled.
@@ -71,6 +98,8 @@ pub struct LegConfig {
     pub audio: Option<PayloadFormat>,
     /// RFC 4733 telephone-event payload type on this leg, if negotiated.
     pub telephone_event: Option<u8>,
+    /// Its RTP clock rate (the rtpmap's, normally 8000).
+    pub telephone_event_rate: u32,
     /// We may send media to this leg (it did not say sendonly/inactive).
     pub send: bool,
     /// The peer sends media to us (it did not say recvonly/inactive): the RTP timeout
@@ -108,6 +137,17 @@ pub enum MediaEvent {
     Latched { leg: Leg, addr: SocketAddr },
     /// No RTP from a leg that should be sending, for `SessionConfig::rtp_timeout`.
     RtpTimeout { leg: Leg },
+    /// A key press from a leg (RFC 4733 events, or in-band tones).
+    Dtmf {
+        leg: Leg,
+        digit: crate::dtmf::DtmfDigit,
+    },
+    /// The two legs' codecs differ: audio is decoded and re-encoded from now on.
+    Transcoding {
+        from: Leg,
+        decode: String,
+        encode: String,
+    },
 }
 
 /// Counters for logs and metrics.
@@ -119,103 +159,81 @@ pub struct SessionStats {
     pub unexpected_source: u64,
     /// Packets that had nowhere to go (other leg unknown, on hold, or unknown payload).
     pub undeliverable: u64,
+    /// Frames decoded and re-encoded (transcoding).
+    pub transcoded_frames: u64,
+    /// Frames concealed (lost or late packets on a transcoding leg).
+    pub concealed_frames: u64,
 }
 
-/// Our outgoing stream toward one leg: one SSRC, sequence and timestamp that continue
-/// across input changes. Within a run of one input SSRC the input's deltas are kept (so
-/// loss and reordering show through unchanged); at a switch the next packet continues
-/// one sequence number and the elapsed time after our last one (RFC 3550 §5.1: the
-/// timestamp advances with real time), as rtpengine and Asterisk do.
-#[derive(Debug)]
-struct OutStream {
+/// The 20 ms packetisation of everything we generate (RFC 3551 §4.2's default ptime).
+const FRAME: Duration = Duration::from_millis(20);
+
+/// Audio decoded from a leg whose codec the other leg does not share.
+struct Decode {
+    jitter: JitterBuffer,
+    decoder: Box<dyn AudioDecoder>,
+    /// Samples in one 20 ms frame at the decoder's PCM rate.
+    frame: usize,
+}
+
+/// Audio encoded toward a leg from PCM of the other leg.
+struct Encode {
+    encoder: Box<dyn AudioEncoder>,
+    resampler: Resampler,
+    payload_type: u8,
+    pcm: Vec<i16>,
+    /// Our generated stream (before the leg's StreamRewriter keeps it continuous with
+    /// anything forwarded earlier).
     ssrc: u32,
-    /// Input SSRC of the current run and the offsets mapping it onto ours.
-    run: Option<Run>,
-    last_seq: u16,
-    last_ts: u32,
-    last_sent: Option<Instant>,
+    seq: u16,
+    ts: u32,
+    ts_per_frame: u32,
+    /// In-band DTMF to play toward a leg without telephone-event, at the encoder's rate.
+    tones: VecDeque<i16>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    in_ssrc: u32,
-    seq_offset: u16,
-    ts_offset: u32,
-    clock_rate: u32,
+/// A telephone-event packet due for a leg.
+struct DueEvent {
+    due: Instant,
+    payload: [u8; 4],
+    timestamp: u32,
+    marker: bool,
+    payload_type: u8,
 }
 
-impl OutStream {
-    fn new() -> OutStream {
-        OutStream {
-            ssrc: rand::random(),
-            run: None,
-            last_seq: rand::random(),
-            last_ts: rand::random(),
-            last_sent: None,
-        }
-    }
-
-    /// Maps an input packet's (ssrc, seq, ts) onto our stream.
-    fn map(
-        &mut self,
-        in_ssrc: u32,
-        seq: u16,
-        ts: u32,
-        clock_rate: u32,
-        now: Instant,
-    ) -> (u16, u32) {
-        let same_run = self
-            .run
-            .is_some_and(|r| r.in_ssrc == in_ssrc && r.clock_rate == clock_rate);
-        if !same_run {
-            let elapsed = self
-                .last_sent
-                .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64);
-            let advance = (elapsed * u64::from(clock_rate) / 1000).max(1) as u32;
-            let want_seq = self.last_seq.wrapping_add(1);
-            let want_ts = self.last_ts.wrapping_add(advance);
-            self.run = Some(Run {
-                in_ssrc,
-                seq_offset: want_seq.wrapping_sub(seq),
-                ts_offset: want_ts.wrapping_sub(ts),
-                clock_rate,
-            });
-        }
-        let run = self.run.expect("set above");
-        let out_seq = seq.wrapping_add(run.seq_offset);
-        let out_ts = ts.wrapping_add(run.ts_offset);
-        // Track the newest packet sent (serial-number arithmetic for wrap-around).
-        if self.last_sent.is_none() || (out_seq.wrapping_sub(self.last_seq) as i16) > 0 {
-            self.last_seq = out_seq;
-            self.last_ts = out_ts;
-        }
-        self.last_sent = Some(now);
-        (out_seq, out_ts)
-    }
-}
-
-#[derive(Debug)]
 struct LegState {
     config: Option<LegConfig>,
     latched_rtp: Option<SocketAddr>,
     latched_rtcp: Option<SocketAddr>,
-    last_rx: Option<Instant>,
     /// When the timeout clock started (configuration time, or the last packet).
     watch_since: Instant,
     timed_out: bool,
-    out: OutStream,
+    /// Our stream toward this leg.
+    out: StreamRewriter,
+    /// RFC 4733 events arriving from this leg.
+    events_in: Option<DtmfEventReceiver>,
+    /// In-band DTMF detection on audio from a leg without telephone-event.
+    inband: Option<InbandDetector>,
+    decode: Option<Decode>,
+    encode: Option<Encode>,
+    events_out: VecDeque<DueEvent>,
 }
 
 impl LegState {
     fn new(now: Instant) -> LegState {
+        let _ = now;
         LegState {
             config: None,
             latched_rtp: None,
             latched_rtcp: None,
-            last_rx: None,
             watch_since: now,
             timed_out: false,
-            out: OutStream::new(),
+            out: StreamRewriter::new(rand::random(), rand::random(), rand::random(), 8000),
+            events_in: None,
+            inband: None,
+            decode: None,
+            encode: None,
+            events_out: VecDeque::new(),
         }
     }
 
@@ -236,47 +254,23 @@ impl LegState {
     fn may_send(&self) -> bool {
         self.config.as_ref().is_some_and(|c| c.send)
     }
-}
 
-/// The fixed RTP header fields the relay reads and rewrites (RFC 3550 §5.1).
-struct RtpHeader {
-    payload_type: u8,
-    sequence: u16,
-    timestamp: u32,
-    ssrc: u32,
-}
-
-fn read_rtp_header(data: &[u8]) -> Option<RtpHeader> {
-    if data.len() < 12 || data[0] >> 6 != 2 {
-        return None;
+    fn audio(&self) -> Option<&PayloadFormat> {
+        self.config.as_ref().and_then(|c| c.audio.as_ref())
     }
-    let csrc = usize::from(data[0] & 0x0f);
-    if data.len() < 12 + 4 * csrc {
-        return None;
+
+    fn telephone_event(&self) -> Option<(u8, u32)> {
+        let c = self.config.as_ref()?;
+        c.telephone_event
+            .map(|pt| (pt, c.telephone_event_rate.max(1)))
     }
-    Some(RtpHeader {
-        payload_type: data[1] & 0x7f,
-        sequence: u16::from_be_bytes([data[2], data[3]]),
-        timestamp: u32::from_be_bytes([data[4], data[5], data[6], data[7]]),
-        ssrc: u32::from_be_bytes([data[8], data[9], data[10], data[11]]),
-    })
-}
-
-fn write_rtp_header(data: &mut [u8], payload_type: u8, sequence: u16, timestamp: u32, ssrc: u32) {
-    data[1] = (data[1] & 0x80) | (payload_type & 0x7f);
-    data[2..4].copy_from_slice(&sequence.to_be_bytes());
-    data[4..8].copy_from_slice(&timestamp.to_be_bytes());
-    data[8..12].copy_from_slice(&ssrc.to_be_bytes());
-}
-
-/// RTCP packets start with version 2 and a packet type of 192–223 (RFC 5761 §4).
-fn looks_like_rtcp(data: &[u8]) -> bool {
-    data.len() >= 8 && data[0] >> 6 == 2 && (192..=223).contains(&data[1])
 }
 
 pub struct MediaSession {
     config: SessionConfig,
     legs: [LegState; 2],
+    /// The next 20 ms tick, while some direction transcodes.
+    next_tick: Option<Instant>,
     transmits: VecDeque<MediaTransmit>,
     events: VecDeque<MediaEvent>,
     stats: SessionStats,
@@ -287,6 +281,7 @@ impl MediaSession {
         MediaSession {
             config,
             legs: [LegState::new(now), LegState::new(now)],
+            next_tick: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: SessionStats::default(),
@@ -295,6 +290,11 @@ impl MediaSession {
 
     pub fn stats(&self) -> SessionStats {
         self.stats
+    }
+
+    /// True while audio from `from` is decoded and re-encoded for the other leg.
+    pub fn is_transcoding(&self, from: Leg) -> bool {
+        self.legs[from.index()].decode.is_some()
     }
 
     /// Applies a (re-)negotiated configuration to a leg. A changed remote address drops
@@ -309,9 +309,101 @@ impl MediaSession {
             state.latched_rtp = None;
             state.latched_rtcp = None;
         }
+        state.events_in = config
+            .telephone_event
+            .map(|_| DtmfEventReceiver::new(config.telephone_event_rate.max(1)));
         state.config = Some(config);
         state.watch_since = now;
         state.timed_out = false;
+        self.rebuild_pipelines(now);
+    }
+
+    /// Decides, per direction, between forwarding and transcoding, and builds the codec
+    /// chains and detectors that needs.
+    fn rebuild_pipelines(&mut self, now: Instant) {
+        for from in [Leg::A, Leg::B] {
+            let to = from.other();
+            let (src, dst) = (
+                self.legs[from.index()].audio().cloned(),
+                self.legs[to.index()].audio().cloned(),
+            );
+            let transcode = match (&src, &dst) {
+                (Some(s), Some(d)) => !s.same_codec(d),
+                _ => false,
+            };
+            let has_events = self.legs[from.index()].telephone_event().is_some();
+            // In-band detection where the leg sends no telephone-events and we can get at
+            // the audio cheaply (G.711) or decode it anyway (transcoding).
+            let detect = !has_events
+                && src
+                    .as_ref()
+                    .is_some_and(|s| transcode || s.is_g711().is_some());
+            let rate = if transcode { 0 } else { 8000 };
+            let state = &mut self.legs[from.index()];
+            if !detect {
+                state.inband = None;
+            } else if state.inband.is_none() && rate != 0 {
+                state.inband = Some(InbandDetector::new(rate));
+            }
+            if !transcode {
+                self.legs[from.index()].decode = None;
+                self.legs[to.index()].encode = None;
+                continue;
+            }
+            let (Some(s), Some(d)) = (src, dst) else {
+                continue;
+            };
+            let already = self.legs[from.index()].decode.is_some()
+                && self.legs[to.index()]
+                    .encode
+                    .as_ref()
+                    .is_some_and(|e| e.payload_type == d.payload_type);
+            if already {
+                continue;
+            }
+            let chains = s
+                .spec()
+                .zip(d.spec())
+                .and_then(|(ss, ds)| Some((decoder_for(&ss).ok()?, encoder_for(&ds).ok()?)));
+            let Some((decoder, encoder)) = chains else {
+                self.legs[from.index()].decode = None;
+                self.legs[to.index()].encode = None;
+                continue;
+            };
+            let frame = (decoder.rate() / 50) as usize;
+            let ts_per_frame = d.clock_rate / 50;
+            self.events.push_back(MediaEvent::Transcoding {
+                from,
+                decode: s.encoding.clone(),
+                encode: d.encoding.clone(),
+            });
+            let resampler = Resampler::new(decoder.rate(), encoder.rate());
+            if detect {
+                self.legs[from.index()].inband = Some(InbandDetector::new(decoder.rate()));
+            }
+            self.legs[from.index()].decode = Some(Decode {
+                jitter: JitterBuffer::new(s.clock_rate, 20, 40, 200),
+                decoder,
+                frame,
+            });
+            self.legs[to.index()].encode = Some(Encode {
+                encoder,
+                resampler,
+                payload_type: d.payload_type,
+                pcm: Vec::new(),
+                ssrc: rand::random(),
+                seq: rand::random(),
+                ts: rand::random(),
+                ts_per_frame,
+                tones: VecDeque::new(),
+            });
+        }
+        let any = self.legs.iter().any(|l| l.decode.is_some());
+        self.next_tick = match (any, self.next_tick) {
+            (false, _) => None,
+            (true, Some(t)) => Some(t),
+            (true, None) => Some(now + FRAME),
+        };
     }
 
     pub fn handle_packet(
@@ -353,11 +445,11 @@ impl MediaSession {
 
     fn handle_rtp(&mut self, leg: Leg, from: SocketAddr, data: &[u8], now: Instant) {
         // RTCP multiplexed on the RTP port (RFC 5761) is relayed as RTCP.
-        if looks_like_rtcp(data) {
+        if is_rtcp(data) {
             self.handle_rtcp(leg, from, data);
             return;
         }
-        let Some(header) = read_rtp_header(data) else {
+        let Ok(packet) = RtpPacket::parse(data) else {
             self.stats.malformed += 1;
             return;
         };
@@ -367,10 +459,10 @@ impl MediaSession {
         self.stats.packets_in[leg.index()] += 1;
         {
             let state = &mut self.legs[leg.index()];
-            state.last_rx = Some(now);
             state.watch_since = now;
             state.timed_out = false;
         }
+        let pt = packet.payload_type();
         let (Some(in_cfg), Some(out_cfg)) = (
             self.legs[leg.index()].config.clone(),
             self.legs[leg.other().index()].config.clone(),
@@ -378,18 +470,43 @@ impl MediaSession {
             self.stats.undeliverable += 1;
             return;
         };
-        // Map the payload type onto the other leg's numbering.
-        let out_pt = if Some(header.payload_type) == in_cfg.telephone_event {
-            out_cfg.telephone_event.map(|pt| (pt, 8000))
+        let is_event = Some(pt) == in_cfg.telephone_event;
+        if is_event {
+            self.receive_event(leg, &packet, now);
+        }
+        let is_audio = in_cfg.audio.as_ref().is_some_and(|a| a.payload_type == pt);
+        if is_audio {
+            self.detect_inband_forwarded(leg, &in_cfg, packet.payload());
+        }
+        // Transcoding: audio goes through the jitter buffer and the codecs on ticks, and
+        // events are re-created on the other leg when their key press ends.
+        if let Some(decode) = self.legs[leg.index()].decode.as_mut() {
+            if is_audio {
+                decode.jitter.push(
+                    packet.sequence(),
+                    packet.timestamp(),
+                    packet.payload().to_vec(),
+                    now,
+                );
+            } else if !is_event {
+                self.stats.undeliverable += 1;
+            }
+            return;
+        }
+        // Forwarding: map the payload type onto the other leg's numbering.
+        let out = if is_event {
+            out_cfg
+                .telephone_event
+                .map(|p| (p, out_cfg.telephone_event_rate.max(1)))
         } else {
             match (&in_cfg.audio, &out_cfg.audio) {
-                (Some(i), Some(o)) if i.payload_type == header.payload_type && i.same_codec(o) => {
+                (Some(i), Some(o)) if is_audio && i.same_codec(o) => {
                     Some((o.payload_type, o.clock_rate))
                 }
                 _ => None,
             }
         };
-        let Some((out_pt, clock_rate)) = out_pt else {
+        let Some((out_pt, clock_rate)) = out else {
             self.stats.undeliverable += 1;
             return;
         };
@@ -398,26 +515,117 @@ impl MediaSession {
             self.stats.undeliverable += 1;
             return;
         };
-        let (seq, ts) = target.out.map(
-            header.ssrc,
-            header.sequence,
-            header.timestamp,
-            clock_rate,
-            now,
-        );
-        let mut out = data.to_vec();
-        write_rtp_header(&mut out, out_pt, seq, ts, target.out.ssrc);
+        target.out.set_clock_rate(clock_rate);
+        let mut buf = data.to_vec();
+        if target.out.rewrite_packet(now, &mut buf).is_err()
+            || crate::rtp::set_payload_type(&mut buf, out_pt).is_err()
+        {
+            self.stats.malformed += 1;
+            return;
+        }
         self.stats.packets_out[leg.other().index()] += 1;
         self.transmits.push_back(MediaTransmit {
             leg: leg.other(),
             kind: PacketKind::Rtp,
             to,
-            data: out,
+            data: buf,
         });
     }
 
+    /// An RFC 4733 packet from `leg`: report finished digits, and when the other leg is
+    /// fed by transcoding, re-create the digit there.
+    fn receive_event(&mut self, leg: Leg, packet: &RtpPacket<'_>, now: Instant) {
+        let Some(rx) = self.legs[leg.index()].events_in.as_mut() else {
+            return;
+        };
+        if rx
+            .handle_packet(
+                now,
+                packet.timestamp(),
+                packet.sequence(),
+                packet.marker(),
+                packet.payload(),
+            )
+            .is_err()
+        {
+            self.stats.malformed += 1;
+            return;
+        }
+        self.drain_digits(leg, now);
+    }
+
+    fn drain_digits(&mut self, leg: Leg, now: Instant) {
+        while let Some(digit) = self.legs[leg.index()]
+            .events_in
+            .as_mut()
+            .and_then(DtmfEventReceiver::poll_digit)
+        {
+            self.events.push_back(MediaEvent::Dtmf { leg, digit });
+            if self.legs[leg.index()].decode.is_some() {
+                self.regenerate_digit(leg.other(), digit.digit, digit.duration_ms, now);
+            }
+        }
+    }
+
+    /// Plays a digit toward `to`: as telephone-events when it negotiated them, else as
+    /// tones mixed into the audio we generate for it.
+    fn regenerate_digit(&mut self, to: Leg, digit: char, duration_ms: u32, now: Instant) {
+        let duration_ms = duration_ms.clamp(40, 2000);
+        let state = &mut self.legs[to.index()];
+        let Some(encode) = state.encode.as_mut() else {
+            return;
+        };
+        if let Some((pt, rate)) = state.config.as_ref().and_then(|c| {
+            c.telephone_event
+                .map(|pt| (pt, c.telephone_event_rate.max(1)))
+        }) {
+            let sender = DtmfEventSender::new(rate).with_interval(FRAME);
+            if let Ok(packets) = sender.packets(digit, duration_ms, encode.ts) {
+                for p in packets {
+                    state.events_out.push_back(DueEvent {
+                        due: now + p.send_after,
+                        payload: p.payload,
+                        timestamp: p.timestamp,
+                        marker: p.marker,
+                        payload_type: pt,
+                    });
+                }
+            }
+        } else {
+            let tone = generate_digit(encode.encoder.rate(), digit, duration_ms, -10.0);
+            encode.tones.extend(tone.samples);
+            // A gap after the digit, so two equal digits stay two.
+            encode.tones.extend(std::iter::repeat_n(
+                0,
+                (encode.encoder.rate() / 20) as usize,
+            ));
+        }
+    }
+
+    /// In-band detection on forwarded G.711 (no decoder runs for it otherwise).
+    fn detect_inband_forwarded(&mut self, leg: Leg, cfg: &LegConfig, payload: &[u8]) {
+        let state = &mut self.legs[leg.index()];
+        if state.decode.is_some() {
+            return; // the tick feeds the detector with decoded audio
+        }
+        let (Some(det), Some(ulaw)) = (
+            state.inband.as_mut(),
+            cfg.audio.as_ref().and_then(PayloadFormat::is_g711),
+        ) else {
+            return;
+        };
+        let samples = if ulaw {
+            g711::decode_ulaw(payload)
+        } else {
+            g711::decode_alaw(payload)
+        };
+        for digit in det.feed(&AudioFrame::new(8000, samples)) {
+            self.events.push_back(MediaEvent::Dtmf { leg, digit });
+        }
+    }
+
     fn handle_rtcp(&mut self, leg: Leg, from: SocketAddr, data: &[u8]) {
-        if !looks_like_rtcp(data) {
+        if !is_rtcp(data) {
             self.stats.malformed += 1;
             return;
         }
@@ -435,6 +643,114 @@ impl MediaSession {
         }
     }
 
+    /// One 20 ms tick of every transcoding direction.
+    fn tick(&mut self, now: Instant) {
+        for from in [Leg::A, Leg::B] {
+            let to = from.other();
+            let Some(decode) = self.legs[from.index()].decode.as_mut() else {
+                continue;
+            };
+            let pcm = match decode.jitter.pop(now) {
+                Playout::Frame(payload, _) => match decode.decoder.decode(&payload) {
+                    Ok(pcm) => Some(pcm),
+                    Err(_) => {
+                        self.stats.malformed += 1;
+                        Some(decode.decoder.conceal(decode.frame))
+                    }
+                },
+                Playout::Missing { next } => {
+                    self.stats.concealed_frames += 1;
+                    let frame = decode.frame;
+                    next.and_then(|n| decode.decoder.decode_fec(&n, frame))
+                        .or_else(|| Some(decode.decoder.conceal(frame)))
+                }
+                Playout::Empty => None,
+            };
+            let Some(pcm) = pcm else {
+                continue;
+            };
+            let rate = decode.decoder.rate();
+            if let Some(det) = self.legs[from.index()].inband.as_mut() {
+                for digit in det.feed(&AudioFrame::new(rate, pcm.clone())) {
+                    self.events.push_back(MediaEvent::Dtmf { leg: from, digit });
+                }
+            }
+            self.encode_toward(to, &pcm, now);
+        }
+        self.flush_events_out(now);
+    }
+
+    /// Resamples and encodes PCM of the other leg toward `to` and sends whole frames.
+    fn encode_toward(&mut self, to: Leg, pcm: &[i16], now: Instant) {
+        let state = &mut self.legs[to.index()];
+        let destination = state.rtp_destination().filter(|_| state.may_send());
+        let Some(encode) = state.encode.as_mut() else {
+            return;
+        };
+        let resampled = encode.resampler.process(pcm);
+        encode.pcm.extend_from_slice(&resampled);
+        let frame = encode.encoder.frame_samples().max(1);
+        while encode.pcm.len() >= frame {
+            let mut chunk: Vec<i16> = encode.pcm.drain(..frame).collect();
+            for sample in chunk.iter_mut() {
+                match encode.tones.pop_front() {
+                    Some(t) => *sample = t,
+                    None => break,
+                }
+            }
+            let Ok(payload) = encode.encoder.encode(&chunk) else {
+                self.stats.malformed += 1;
+                continue;
+            };
+            encode.seq = encode.seq.wrapping_add(1);
+            encode.ts = encode.ts.wrapping_add(encode.ts_per_frame);
+            self.stats.transcoded_frames += 1;
+            let Some(to_addr) = destination else {
+                continue;
+            };
+            state.out.set_clock_rate(encode.ts_per_frame * 50);
+            let w = state.out.rewrite(now, encode.ssrc, encode.seq, encode.ts);
+            let data = RtpHeader::new(encode.payload_type, w.sequence, w.timestamp, w.ssrc)
+                .with_marker(w.switched)
+                .to_bytes(&payload);
+            self.stats.packets_out[to.index()] += 1;
+            self.transmits.push_back(MediaTransmit {
+                leg: to,
+                kind: PacketKind::Rtp,
+                to: to_addr,
+                data,
+            });
+        }
+    }
+
+    /// Sends the telephone-event packets that are due, in our stream toward each leg.
+    fn flush_events_out(&mut self, now: Instant) {
+        for leg in [Leg::A, Leg::B] {
+            let state = &mut self.legs[leg.index()];
+            let destination = state.rtp_destination().filter(|_| state.may_send());
+            while state.events_out.front().is_some_and(|e| e.due <= now) {
+                let Some(e) = state.events_out.pop_front() else {
+                    break;
+                };
+                let (Some(encode), Some(to)) = (state.encode.as_mut(), destination) else {
+                    continue;
+                };
+                encode.seq = encode.seq.wrapping_add(1);
+                let w = state.out.rewrite(now, encode.ssrc, encode.seq, e.timestamp);
+                let data = RtpHeader::new(e.payload_type, w.sequence, w.timestamp, w.ssrc)
+                    .with_marker(e.marker || w.switched)
+                    .to_bytes(&e.payload);
+                self.stats.packets_out[leg.index()] += 1;
+                self.transmits.push_back(MediaTransmit {
+                    leg,
+                    kind: PacketKind::Rtp,
+                    to,
+                    data,
+                });
+            }
+        }
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
         for leg in [Leg::A, Leg::B] {
             let state = &mut self.legs[leg.index()];
@@ -443,15 +759,47 @@ impl MediaSession {
                 state.timed_out = true;
                 self.events.push_back(MediaEvent::RtpTimeout { leg });
             }
+            if let Some(rx) = state.events_in.as_mut() {
+                if rx.poll_timeout().is_some_and(|t| t <= now) {
+                    rx.handle_timeout(now);
+                    self.drain_digits(leg, now);
+                }
+            }
         }
+        // Catch up missed ticks, but never more than 200 ms of them (a stalled runtime
+        // must not produce a burst of stale audio).
+        let mut ticks = 0;
+        while let Some(t) = self.next_tick {
+            if t > now {
+                break;
+            }
+            if ticks == 10 {
+                self.next_tick = Some(now + FRAME);
+                break;
+            }
+            self.tick(t);
+            self.next_tick = Some(t + FRAME);
+            ticks += 1;
+        }
+        self.flush_events_out(now);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.legs
+        let rtp = self
+            .legs
             .iter()
             .filter(|s| s.config.as_ref().is_some_and(|c| c.recv) && !s.timed_out)
-            .map(|s| s.watch_since + self.config.rtp_timeout)
-            .min()
+            .map(|s| s.watch_since + self.config.rtp_timeout);
+        let dtmf = self.legs.iter().filter_map(|s| {
+            s.events_in
+                .as_ref()
+                .and_then(DtmfEventReceiver::poll_timeout)
+        });
+        let due = self
+            .legs
+            .iter()
+            .filter_map(|s| s.events_out.front().map(|e| e.due));
+        rtp.chain(dtmf).chain(due).chain(self.next_tick).min()
     }
 
     pub fn poll_transmit(&mut self) -> Option<MediaTransmit> {
@@ -487,16 +835,31 @@ mod tests {
             remote_rtcp: None,
             audio: Some(pcmu(pt)),
             telephone_event: te,
+            telephone_event_rate: 8000,
             send: true,
             recv: true,
         }
     }
 
     fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
-        let mut p = vec![0x80, pt, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        write_rtp_header(&mut p, pt, seq, ts, ssrc);
-        p.extend_from_slice(&[0xff; 160]);
-        p
+        RtpHeader::new(pt, seq, ts, ssrc).to_bytes(&[0xff; 160])
+    }
+
+    struct Hdr {
+        payload_type: u8,
+        sequence: u16,
+        timestamp: u32,
+        ssrc: u32,
+    }
+
+    fn read_rtp_header(data: &[u8]) -> Option<Hdr> {
+        let p = RtpPacket::parse(data).ok()?;
+        Some(Hdr {
+            payload_type: p.payload_type(),
+            sequence: p.sequence(),
+            timestamp: p.timestamp(),
+            ssrc: p.ssrc(),
+        })
     }
 
     fn session(now: Instant) -> MediaSession {
@@ -533,7 +896,7 @@ mod tests {
         assert!(out
             .iter()
             .all(|t| t.leg == Leg::B && t.to == addr("10.0.0.2:5000")));
-        let hdr: Vec<RtpHeader> = out
+        let hdr: Vec<Hdr> = out
             .iter()
             .map(|t| read_rtp_header(&t.data).unwrap())
             .collect();
@@ -550,7 +913,8 @@ mod tests {
         let h = read_rtp_header(&s.poll_transmit().unwrap().data).unwrap();
         assert_eq!(h.ssrc, hdr[0].ssrc);
         assert_eq!(h.sequence, hdr[2].sequence.wrapping_add(1));
-        assert_eq!(h.timestamp, hdr[2].timestamp.wrapping_add(800)); // 100 ms at 8 kHz
+        // 140 ms after the last packet was forwarded at 40 ms: 100 ms at 8 kHz.
+        assert_eq!(h.timestamp, hdr[2].timestamp.wrapping_add(800));
     }
 
     #[test]
@@ -656,5 +1020,145 @@ mod tests {
         s.handle_timeout(t0 + Duration::from_secs(15));
         assert_eq!(s.poll_event(), Some(MediaEvent::RtpTimeout { leg: Leg::A }));
         assert_eq!(s.poll_timeout(), None);
+    }
+
+    fn tone(rate: u32, freq: f64, n: usize, start: usize) -> Vec<i16> {
+        (0..n)
+            .map(|i| {
+                let t = (start + i) as f64 / f64::from(rate);
+                (8000.0 * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16
+            })
+            .collect()
+    }
+
+    /// Zero crossings per second / 2 over the second half of a signal.
+    fn frequency(samples: &[i16], rate: u32) -> f64 {
+        let s = &samples[samples.len() / 2..];
+        let crossings = s.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+        crossings as f64 / 2.0 / (s.len() as f64 / f64::from(rate))
+    }
+
+    fn opus_leg(remote: &str) -> LegConfig {
+        LegConfig {
+            remote_rtp: Some(addr(remote)),
+            remote_rtcp: None,
+            audio: Some(PayloadFormat {
+                payload_type: 111,
+                encoding: "opus".into(),
+                clock_rate: 48000,
+                channels: 2,
+                fmtp: None,
+            }),
+            telephone_event: Some(101),
+            telephone_event_rate: 8000,
+            send: true,
+            recv: true,
+        }
+    }
+
+    #[test]
+    fn pcmu_to_opus_is_transcoded_keeping_a_1khz_tone() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(SessionConfig::default(), t0);
+        s.configure_leg(Leg::A, leg("10.0.0.1:4000", 0, None), t0);
+        s.configure_leg(Leg::B, opus_leg("10.0.0.2:5000"), t0);
+        assert!(s.is_transcoding(Leg::A) && s.is_transcoding(Leg::B));
+        let a = addr("10.0.0.1:4000");
+        let mut decoder = crate::codec::opus::OpusDecoder::new().unwrap();
+        let mut heard = Vec::new();
+        let mut last_seq = None;
+        for i in 0..100u16 {
+            let now = t0 + FRAME * u32::from(i);
+            let pcm = tone(8000, 1000.0, 160, 160 * usize::from(i));
+            let payload = g711::encode_ulaw(&pcm);
+            let pkt = RtpHeader::new(0, i, 160 * u32::from(i), 99).to_bytes(&payload);
+            s.handle_packet(Leg::A, PacketKind::Rtp, a, &pkt, now);
+            s.handle_timeout(now);
+            while let Some(t) = s.poll_transmit() {
+                assert_eq!((t.leg, t.to), (Leg::B, addr("10.0.0.2:5000")));
+                let p = RtpPacket::parse(&t.data).unwrap();
+                assert_eq!(p.payload_type(), 111);
+                if let Some(prev) = last_seq {
+                    assert_eq!(p.sequence(), u16::wrapping_add(prev, 1));
+                }
+                last_seq = Some(p.sequence());
+                heard
+                    .extend(crate::codec::AudioDecoder::decode(&mut decoder, p.payload()).unwrap());
+            }
+        }
+        assert!(heard.len() > 48000, "{} samples", heard.len());
+        let f = frequency(&heard, 48000);
+        assert!((f - 1000.0).abs() < 20.0, "heard {f} Hz");
+        assert!(s.stats().transcoded_frames > 80);
+    }
+
+    #[test]
+    fn dtmf_events_are_reported_and_recreated_across_transcoding() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(SessionConfig::default(), t0);
+        s.configure_leg(Leg::A, leg("10.0.0.1:4000", 0, Some(101)), t0);
+        s.configure_leg(Leg::B, opus_leg("10.0.0.2:5000"), t0);
+        let a = addr("10.0.0.1:4000");
+        // Keep audio flowing so the B stream exists, then key "5" as RFC 4733 events.
+        let sender = DtmfEventSender::new(8000).with_interval(FRAME);
+        let events = sender.packets('5', 100, 8000).unwrap();
+        let mut seen_events = Vec::new();
+        let mut reported = Vec::new();
+        for i in 0..40u16 {
+            let now = t0 + FRAME * u32::from(i);
+            let pcm = vec![0i16; 160];
+            let pkt =
+                RtpHeader::new(0, i, 160 * u32::from(i), 7).to_bytes(&g711::encode_ulaw(&pcm));
+            s.handle_packet(Leg::A, PacketKind::Rtp, a, &pkt, now);
+            if i >= 10 {
+                if let Some(e) = events.get(usize::from(i - 10)) {
+                    let pkt = RtpHeader::new(101, 1000 + i, e.timestamp, 7)
+                        .with_marker(e.marker)
+                        .to_bytes(&e.payload);
+                    s.handle_packet(Leg::A, PacketKind::Rtp, a, &pkt, now);
+                }
+            }
+            s.handle_timeout(now);
+            while let Some(ev) = s.poll_event() {
+                if let MediaEvent::Dtmf { leg, digit } = ev {
+                    reported.push((leg, digit.digit));
+                }
+            }
+            while let Some(t) = s.poll_transmit() {
+                let p = RtpPacket::parse(&t.data).unwrap();
+                if p.payload_type() == 101 {
+                    seen_events.push(crate::dtmf::TelephoneEvent::parse(p.payload()).unwrap());
+                }
+            }
+        }
+        assert_eq!(reported, vec![(Leg::A, '5')]);
+        assert!(!seen_events.is_empty(), "no telephone-event reached leg B");
+        assert!(seen_events.iter().all(|e| e.event == 5));
+        assert!(seen_events.last().unwrap().end);
+    }
+
+    #[test]
+    fn inband_digits_on_forwarded_g711_are_reported() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        // Leg A has no telephone-event: its audio is watched for tones.
+        s.configure_leg(Leg::A, leg("10.0.0.1:4000", 0, None), t0);
+        let digit = generate_digit(8000, '7', 120, -10.0).samples;
+        let mut pcm = vec![0i16; 800];
+        pcm.extend(digit);
+        pcm.extend(vec![0i16; 1600]);
+        let mut reported = Vec::new();
+        for (i, chunk) in pcm.chunks(160).enumerate() {
+            let now = t0 + FRAME * i as u32;
+            let pkt =
+                RtpHeader::new(0, i as u16, 160 * i as u32, 3).to_bytes(&g711::encode_ulaw(chunk));
+            s.handle_packet(Leg::A, PacketKind::Rtp, addr("10.0.0.1:4000"), &pkt, now);
+            while let Some(ev) = s.poll_event() {
+                if let MediaEvent::Dtmf { digit, .. } = ev {
+                    reported.push(digit.digit);
+                }
+            }
+        }
+        assert_eq!(reported, vec!['7']);
     }
 }

@@ -86,6 +86,15 @@ pub enum EngineEvent {
     },
     /// Something for the runtime's media side (open ports, configure a leg, close).
     Media(crate::media::MediaCommand),
+    /// A key pressed by one party of a call (RFC 4733, in-band, or SIP INFO).
+    Dtmf {
+        call: u64,
+        /// True when the caller pressed it.
+        caller: bool,
+        digit: char,
+        duration_ms: u32,
+        source: &'static str,
+    },
     /// A message we could not parse; `answered` when a 400 went back.
     Malformed {
         source: Target,
@@ -271,6 +280,20 @@ impl Engine {
             MediaNotice::Session(MediaEvent::RtpTimeout { leg }) => {
                 tracing::info!(call, ?leg, "no RTP within the timeout; hanging up");
                 self.end_call_for_media(call, now);
+            }
+            MediaNotice::Session(MediaEvent::Dtmf { leg, digit }) => {
+                use switchboard_media::dtmf::DtmfSource;
+                self.events.push_back(EngineEvent::Dtmf {
+                    call,
+                    caller: leg == switchboard_media::relay::Leg::A,
+                    digit: digit.digit,
+                    duration_ms: digit.duration_ms,
+                    source: match digit.source {
+                        DtmfSource::Rfc4733 => "rfc4733",
+                        DtmfSource::Inband => "inband",
+                        DtmfSource::SipInfo => "info",
+                    },
+                });
             }
             MediaNotice::Session(other) => {
                 tracing::debug!(call, event = ?other, "media");

@@ -420,6 +420,16 @@ pub async fn run(
                 } => {
                     tracing::warn!(%method, user = user.as_deref().unwrap_or("-"), source = %format_target(source), ?reason, "authentication failed");
                 }
+                EngineEvent::Dtmf {
+                    call,
+                    caller,
+                    digit,
+                    duration_ms,
+                    source,
+                } => {
+                    metrics.count_dtmf();
+                    tracing::info!(call, party = if caller { "caller" } else { "callee" }, %digit, duration_ms, source, "dtmf");
+                }
                 EngineEvent::Media(command) => {
                     media_tasks.apply(command, media_ip, &input_tx, &metrics);
                     metrics.set_media_sessions(media_tasks.len());

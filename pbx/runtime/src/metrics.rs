@@ -31,6 +31,7 @@ pub struct Metrics {
     pub rtp_packets_out: AtomicU64,
     pub rtp_unexpected_source: AtomicU64,
     pub rtp_malformed: AtomicU64,
+    pub dtmf_digits: AtomicU64,
 }
 
 impl Metrics {
@@ -76,6 +77,9 @@ impl Metrics {
     }
     pub(crate) fn count_store_error(&self) {
         self.store_errors.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn count_dtmf(&self) {
+        self.dtmf_digits.fetch_add(1, Relaxed);
     }
     pub(crate) fn set_media_sessions(&self, n: usize) {
         self.media_sessions.store(n as u64, Relaxed);
@@ -196,6 +200,54 @@ impl Metrics {
                 "counter",
                 "Failed registration writes.",
                 g(&self.store_errors),
+            ),
+            (
+                "switchboard_media_sessions",
+                "gauge",
+                "Calls with media anchored here.",
+                g(&self.media_sessions),
+            ),
+            (
+                "switchboard_media_sessions_total",
+                "counter",
+                "Media sessions started.",
+                g(&self.media_sessions_total),
+            ),
+            (
+                "switchboard_media_send_errors_total",
+                "counter",
+                "RTP/RTCP packets the OS refused to send.",
+                g(&self.media_send_errors),
+            ),
+            (
+                "switchboard_rtp_packets_received_total",
+                "counter",
+                "RTP packets received (finished sessions).",
+                g(&self.rtp_packets_in),
+            ),
+            (
+                "switchboard_rtp_packets_sent_total",
+                "counter",
+                "RTP packets sent (finished sessions).",
+                g(&self.rtp_packets_out),
+            ),
+            (
+                "switchboard_rtp_unexpected_source_total",
+                "counter",
+                "RTP dropped: not from the latched source.",
+                g(&self.rtp_unexpected_source),
+            ),
+            (
+                "switchboard_rtp_malformed_total",
+                "counter",
+                "RTP/RTCP dropped as malformed.",
+                g(&self.rtp_malformed),
+            ),
+            (
+                "switchboard_dtmf_digits_total",
+                "counter",
+                "Key presses detected in calls.",
+                g(&self.dtmf_digits),
             ),
         ]
     }

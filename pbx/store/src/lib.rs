@@ -106,6 +106,19 @@ impl User {
     }
 }
 
+/// One call recording (a stereo WAV: caller left, callee right).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Recording {
+    pub id: String,
+    pub call_id: String,
+    pub caller: String,
+    pub callee: String,
+    pub path: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub seconds: Option<i64>,
+}
+
 /// One registration binding: an address of record (the user name) reachable at a Contact.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Binding {
@@ -462,6 +475,56 @@ impl Store {
             sqlx::query_scalar(sql).fetch_one(pool).await?
         });
         Ok(revision)
+    }
+
+    /// Records that a call's recording started (see `migrations/*/0002_recordings.sql`).
+    pub async fn add_recording(&self, r: &Recording) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO recordings (id, call_id, caller, callee, path, started_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&r.id)
+            .bind(&r.call_id)
+            .bind(&r.caller)
+            .bind(&r.callee)
+            .bind(&r.path)
+            .bind(r.started_at)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Completes a recording's row when its file is closed.
+    pub async fn finish_recording(&self, id: &str, ended_at: i64, seconds: i64) -> Result<(), StoreError> {
+        let done = on_pool!(self, pool => {
+            sqlx::query("UPDATE recordings SET ended_at = $1, seconds = $2 WHERE id = $3")
+                .bind(ended_at)
+                .bind(seconds)
+                .bind(id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        if done == 0 {
+            return Err(StoreError::NotFound(format!("recording {id}")));
+        }
+        Ok(())
+    }
+
+    /// Recordings of a call (by the caller leg's Call-ID), oldest first.
+    pub async fn recordings_of_call(&self, call_id: &str) -> Result<Vec<Recording>, StoreError> {
+        let rows: Vec<Recording> = on_pool!(self, pool => {
+            sqlx::query_as::<_, Recording>(
+                "SELECT id, call_id, caller, callee, path, started_at, ended_at, seconds \
+                 FROM recordings WHERE call_id = $1 ORDER BY started_at, id",
+            )
+            .bind(call_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
     }
 
     /// Inserts or replaces the binding of `(b.aor, b.contact)`.

@@ -176,6 +176,7 @@ on_both_databases!(
     reopening_keeps_data,
     schema_has_the_expected_columns,
     concurrent_writer_and_reader,
+    recordings_are_stored_against_the_call,
 );
 
 const REALM: &str = "pbx.example";
@@ -550,6 +551,14 @@ async fn schema_has_the_expected_columns(db: &TestDb) {
     let expected: Vec<(String, String)> = [
         ("meta", "key"),
         ("meta", "value"),
+        ("recordings", "call_id"),
+        ("recordings", "callee"),
+        ("recordings", "caller"),
+        ("recordings", "ended_at"),
+        ("recordings", "id"),
+        ("recordings", "path"),
+        ("recordings", "seconds"),
+        ("recordings", "started_at"),
         ("registrations", "aor"),
         ("registrations", "call_id"),
         ("registrations", "contact"),
@@ -679,4 +688,30 @@ fn postgres_url_database_swap() {
         "postgres://u:p@h/x?sslmode=disable"
     );
     assert_eq!(with_database("postgres://h:1", "x"), "postgres://h:1/x");
+}
+
+async fn recordings_are_stored_against_the_call(db: &TestDb) {
+    let s = &db.store;
+    let r = switchboard_store::Recording {
+        id: "rec-1".into(),
+        call_id: "abc@pbx".into(),
+        caller: "alice".into(),
+        callee: "bob".into(),
+        path: "recordings/2026-11-22/rec-1.wav".into(),
+        started_at: 1_800_000_000,
+        ended_at: None,
+        seconds: None,
+    };
+    s.add_recording(&r).await.unwrap();
+    assert!(s.add_recording(&r).await.is_err(), "ids are unique");
+    s.finish_recording("rec-1", 1_800_000_042, 42).await.unwrap();
+    assert!(matches!(
+        s.finish_recording("nope", 1, 1).await,
+        Err(switchboard_store::StoreError::NotFound(_))
+    ));
+    let found = s.recordings_of_call("abc@pbx").await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].path, r.path);
+    assert_eq!((found[0].ended_at, found[0].seconds), (Some(1_800_000_042), Some(42)));
+    assert!(s.recordings_of_call("other").await.unwrap().is_empty());
 }

@@ -37,6 +37,8 @@ pub struct Config {
     /// Address written in SDP c= lines; the SIP advertised address when unset.
     pub media_advertise: Option<String>,
     pub rtp_timeout: Duration,
+    /// Record every answered call to DATA_DIR/recordings.
+    pub record_calls: bool,
 }
 
 impl Default for Config {
@@ -62,6 +64,7 @@ impl Default for Config {
             rtp_ports: (20_000, 30_000),
             media_advertise: None,
             rtp_timeout: Duration::from_secs(60),
+            record_calls: false,
         }
     }
 }
@@ -127,6 +130,7 @@ struct MediaSection {
     rtp_ports: Option<Spanned<String>>,
     advertise: Option<Spanned<String>>,
     rtp_timeout: Option<Spanned<i64>>,
+    record_calls: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,6 +181,7 @@ pub struct Overrides {
     pub media_advertise: Option<String>,
     pub rtp_timeout: Option<u64>,
     pub media_anchor: Option<bool>,
+    pub record_calls: Option<bool>,
 }
 
 /// `FIRST-LAST`, e.g. `20000-30000`: at least one even/odd pair, ports above 1023 not
@@ -318,6 +323,9 @@ pub fn load(file: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError
     if let Some(v) = over.media_anchor {
         cfg.media_anchor = v;
     }
+    if let Some(v) = over.record_calls {
+        cfg.record_calls = v;
+    }
     validate_domain(&cfg.domain).map_err(|m| ConfigError {
         file: None,
         position: None,
@@ -434,6 +442,9 @@ fn apply_file(cfg: &mut Config, path: &Path, text: &str) -> Result<(), ConfigErr
     let m = &parsed.media;
     if let Some(v) = m.anchor {
         cfg.media_anchor = v;
+    }
+    if let Some(v) = m.record_calls {
+        cfg.record_calls = v;
     }
     if let Some(v) = &m.rtp_ports {
         cfg.rtp_ports =

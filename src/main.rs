@@ -87,6 +87,9 @@ struct ServeArgs {
     /// Seconds without RTP from a sending party before the call is hung up (default 60).
     #[arg(long, env = "SWITCHBOARD_RTP_TIMEOUT", value_name = "SECONDS")]
     rtp_timeout: Option<u64>,
+    /// Record every answered call as a stereo WAV in DATA_DIR/recordings.
+    #[arg(long, env = "SWITCHBOARD_RECORD_CALLS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    record_calls: Option<bool>,
     /// Anchor media through Switchboard (default true); false passes SDP through.
     #[arg(long, env = "SWITCHBOARD_MEDIA_ANCHOR", value_name = "BOOL")]
     media_anchor: Option<bool>,
@@ -166,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         over.media_advertise = s.media_advertise.clone();
         over.rtp_timeout = s.rtp_timeout;
         over.media_anchor = s.media_anchor;
+        over.record_calls = s.record_calls;
     }
     let cfg = config::load(cli.global.config.as_deref(), &over)?;
     match cli.command {
@@ -230,12 +234,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 .trim_end_matches(']')
                 .to_string()
         });
-        Some(MediaConfig::new(
-            advertise,
-            cfg.rtp_ports.0,
-            cfg.rtp_ports.1,
-            cfg.rtp_timeout,
-        )?)
+        let mut media =
+            MediaConfig::new(advertise, cfg.rtp_ports.0, cfg.rtp_ports.1, cfg.rtp_timeout)?;
+        media.record_calls = cfg.record_calls;
+        Some(media)
     } else {
         None
     };
@@ -264,6 +266,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tcp_partial_timeout: cfg.tcp_partial_timeout,
         max_tcp_connections: cfg.max_tcp_connections,
         shutdown_grace: cfg.shutdown_grace,
+        recordings_dir: cfg.data_dir.join("recordings"),
         ..DriverConfig::default()
     };
     let metrics = Arc::new(Metrics::new());

@@ -772,6 +772,11 @@ impl Engine {
                     self.events
                         .push_back(EngineEvent::CallAnswered { call: key });
                     tracing::debug!(call = key, %caller, "answered");
+                    if let Some(c) = self.calls.get(&key).filter(|c| c.media.is_some()) {
+                        let (call_id, caller, callee) =
+                            (c.a.call_id.clone(), c.caller.clone(), c.callee.clone());
+                        self.record_if_policy(key, &call_id, &caller, &callee);
+                    }
                 } else {
                     // Another branch won, or the caller is gone: ACK and hang up this one.
                     let b = &mut call.branches[i];

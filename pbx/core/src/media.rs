@@ -26,6 +26,8 @@ pub struct MediaConfig {
     port_range: (u16, u16),
     /// A call whose RTP stops for this long is hung up.
     pub rtp_timeout: Duration,
+    /// Record every answered call (stereo WAV in the data directory).
+    pub record_calls: bool,
 }
 
 impl MediaConfig {
@@ -40,6 +42,7 @@ impl MediaConfig {
             advertise,
             port_range: (first_port, last_port),
             rtp_timeout,
+            record_calls: false,
         })
     }
 
@@ -69,7 +72,15 @@ pub enum MediaCommand {
         leg: Leg,
         config: LegConfig,
     },
-    /// The call is over: close its sockets.
+    /// Start recording the call (the runtime picks the file and stores its path).
+    StartRecording {
+        call: u64,
+        /// The caller leg's Call-ID, which the recording is stored against.
+        call_id: String,
+        caller: String,
+        callee: String,
+    },
+    /// The call is over: close its sockets (and finish any recording).
     Close { call: u64 },
 }
 
@@ -78,6 +89,7 @@ impl MediaCommand {
         match self {
             MediaCommand::Open { call, .. }
             | MediaCommand::Configure { call, .. }
+            | MediaCommand::StartRecording { call, .. }
             | MediaCommand::Close { call } => *call,
         }
     }
@@ -725,6 +737,25 @@ impl Engine {
         }
         self.events
             .push_back(EngineEvent::Media(MediaCommand::Close { call }));
+    }
+
+    /// Starts the recording of an answered call when the policy says so.
+    pub(crate) fn record_if_policy(
+        &mut self,
+        call: u64,
+        call_id: &str,
+        caller: &str,
+        callee: &str,
+    ) {
+        if self.media.as_ref().is_some_and(|m| m.config.record_calls) {
+            self.events
+                .push_back(EngineEvent::Media(MediaCommand::StartRecording {
+                    call,
+                    call_id: call_id.to_string(),
+                    caller: caller.to_string(),
+                    callee: callee.to_string(),
+                }));
+        }
     }
 
     pub(crate) fn media_port_broken(&mut self, _call: u64, pair: PortPair) {

@@ -20,6 +20,7 @@ use crate::codec::{decoder_for, encoder_for, AudioDecoder, AudioEncoder, CodecSp
 use crate::dtmf::{generate_digit, DtmfEventReceiver, DtmfEventSender, InbandDetector};
 use crate::g711;
 use crate::jitter::{JitterBuffer, Playout};
+use crate::recorder::{Channel, Recorder};
 use crate::resample::Resampler;
 use crate::rtp::rewrite::StreamRewriter;
 use crate::rtp::{is_rtcp, RtpHeader, RtpPacket};
@@ -266,9 +267,29 @@ impl LegState {
     }
 }
 
+/// A call being recorded: caller (leg A) on the left channel, callee on the right.
+struct Recording {
+    recorder: Recorder,
+    started: Instant,
+    /// Decoders for forwarded legs (a transcoded leg is already decoded for the codec).
+    decoders: [Option<Box<dyn AudioDecoder>>; 2],
+}
+
+/// Sample rate of recordings: telephony audio, small files.
+pub const RECORDING_RATE: u32 = 8000;
+
+/// The end of a recording: the last bytes to append and the WAV header to write at the
+/// start of the file.
+pub struct FinishedRecording {
+    pub tail: Vec<u8>,
+    pub header: [u8; 44],
+    pub seconds: u64,
+}
+
 pub struct MediaSession {
     config: SessionConfig,
     legs: [LegState; 2],
+    recording: Option<Recording>,
     /// The next 20 ms tick, while some direction transcodes.
     next_tick: Option<Instant>,
     transmits: VecDeque<MediaTransmit>,
@@ -281,6 +302,7 @@ impl MediaSession {
         MediaSession {
             config,
             legs: [LegState::new(now), LegState::new(now)],
+            recording: None,
             next_tick: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -290,6 +312,81 @@ impl MediaSession {
 
     pub fn stats(&self) -> SessionStats {
         self.stats
+    }
+
+    /// Starts recording the call (no-op when already recording). The WAV bytes come out
+    /// of [`MediaSession::poll_recording`], starting with a placeholder header.
+    pub fn start_recording(&mut self, now: Instant) {
+        if self.recording.is_none() {
+            self.recording = Some(Recording {
+                recorder: Recorder::new(RECORDING_RATE),
+                started: now,
+                decoders: [None, None],
+            });
+        }
+    }
+
+    /// WAV bytes recorded since the last call (empty when there are none).
+    pub fn poll_recording(&mut self) -> Vec<u8> {
+        match self.recording.as_mut() {
+            Some(r) => {
+                let mut out = Vec::new();
+                loop {
+                    let chunk = r.recorder.poll_bytes();
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    out.extend(chunk);
+                }
+                out
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Stops recording; `None` when nothing was being recorded.
+    pub fn stop_recording(&mut self, now: Instant) -> Option<FinishedRecording> {
+        let r = self.recording.take()?;
+        let seconds = now.saturating_duration_since(r.started).as_secs();
+        let (tail, header) = r.recorder.finish();
+        Some(FinishedRecording {
+            tail,
+            header,
+            seconds,
+        })
+    }
+
+    /// Feeds decoded audio of a leg to the recording.
+    fn record_pcm(&mut self, leg: Leg, pcm: &[i16], rate: u32, at: Instant) {
+        if let Some(r) = self.recording.as_mut() {
+            let channel = match leg {
+                Leg::A => Channel::Left,
+                Leg::B => Channel::Right,
+            };
+            let ms = at.saturating_duration_since(r.started).as_millis() as u64;
+            r.recorder
+                .push(channel, &AudioFrame::new(rate, pcm.to_vec()), ms);
+        }
+    }
+
+    /// Decodes a forwarded audio payload for the recording only.
+    fn record_forwarded(&mut self, leg: Leg, payload: &[u8], now: Instant) {
+        let Some(r) = self.recording.as_mut() else {
+            return;
+        };
+        if r.decoders[leg.index()].is_none() {
+            r.decoders[leg.index()] = self.legs[leg.index()]
+                .audio()
+                .and_then(PayloadFormat::spec)
+                .and_then(|spec| decoder_for(&spec).ok());
+        }
+        let Some(decoder) = r.decoders[leg.index()].as_mut() else {
+            return;
+        };
+        let rate = decoder.rate();
+        if let Ok(pcm) = decoder.decode(payload) {
+            self.record_pcm(leg, &pcm, rate, now);
+        }
     }
 
     /// True while audio from `from` is decoded and re-encoded for the other leg.
@@ -477,6 +574,9 @@ impl MediaSession {
         let is_audio = in_cfg.audio.as_ref().is_some_and(|a| a.payload_type == pt);
         if is_audio {
             self.detect_inband_forwarded(leg, &in_cfg, packet.payload());
+            if self.legs[leg.index()].decode.is_none() {
+                self.record_forwarded(leg, packet.payload(), now);
+            }
         }
         // Transcoding: audio goes through the jitter buffer and the codecs on ticks, and
         // events are re-created on the other leg when their key press ends.
@@ -675,6 +775,7 @@ impl MediaSession {
                     self.events.push_back(MediaEvent::Dtmf { leg: from, digit });
                 }
             }
+            self.record_pcm(from, &pcm, rate, now);
             self.encode_toward(to, &pcm, now);
         }
         self.flush_events_out(now);
@@ -1160,5 +1261,52 @@ mod tests {
             }
         }
         assert_eq!(reported, vec!['7']);
+    }
+
+    #[test]
+    fn a_recording_has_the_caller_left_and_the_callee_right() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        s.start_recording(t0);
+        let mut wav = Vec::new();
+        for i in 0..100u16 {
+            let now = t0 + FRAME * u32::from(i);
+            let n = usize::from(i) * 160;
+            let a = g711::encode_ulaw(&tone(8000, 1000.0, 160, n));
+            let b = g711::encode_ulaw(&tone(8000, 440.0, 160, n));
+            let ts = 160 * u32::from(i);
+            s.handle_packet(
+                Leg::A,
+                PacketKind::Rtp,
+                addr("10.0.0.1:4000"),
+                &RtpHeader::new(0, i, ts, 1).to_bytes(&a),
+                now,
+            );
+            s.handle_packet(
+                Leg::B,
+                PacketKind::Rtp,
+                addr("10.0.0.2:5000"),
+                &RtpHeader::new(0, i, ts, 2).to_bytes(&b),
+                now,
+            );
+            wav.extend(s.poll_recording());
+        }
+        let done = s.stop_recording(t0 + Duration::from_secs(2)).unwrap();
+        wav.extend(done.tail);
+        wav[..44].copy_from_slice(&done.header);
+        assert_eq!(done.seconds, 2);
+        let clip_l: Vec<i16> = wav[44..]
+            .chunks_exact(4)
+            .map(|f| i16::from_le_bytes([f[0], f[1]]))
+            .collect();
+        let clip_r: Vec<i16> = wav[44..]
+            .chunks_exact(4)
+            .map(|f| i16::from_le_bytes([f[2], f[3]]))
+            .collect();
+        assert!(clip_l.len() > 12_000, "{} frames", clip_l.len());
+        let (fl, fr) = (frequency(&clip_l, 8000), frequency(&clip_r, 8000));
+        assert!((fl - 1000.0).abs() < 15.0, "left {fl} Hz");
+        assert!((fr - 440.0).abs() < 10.0, "right {fr} Hz");
+        assert!(s.stop_recording(t0).is_none());
     }
 }

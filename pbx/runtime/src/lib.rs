@@ -42,6 +42,8 @@ pub struct DriverConfig {
     pub shutdown_grace: Duration,
     /// How often the store is asked whether users changed.
     pub user_poll_interval: Duration,
+    /// Where call recordings go (one folder per day).
+    pub recordings_dir: std::path::PathBuf,
 }
 
 impl Default for DriverConfig {
@@ -53,6 +55,7 @@ impl Default for DriverConfig {
             max_tcp_connections: 10_000,
             shutdown_grace: Duration::from_secs(10),
             user_poll_interval: Duration::from_secs(1),
+            recordings_dir: std::path::PathBuf::from("switchboard-data/recordings"),
         }
     }
 }
@@ -274,7 +277,7 @@ pub async fn run(
     metrics.set_ready(true);
 
     let mut tcp_conns: HashMap<SocketAddr, mpsc::Sender<Arc<[u8]>>> = HashMap::new();
-    let mut media_tasks = media::MediaTasks::default();
+    let mut media_tasks = media::MediaTasks::new(store.clone(), driver.recordings_dir.clone());
     // RTP sockets bind the SIP listen address (all interfaces when SIP listens on all).
     let media_ip = local.ip();
     let mut connecting: HashMap<SocketAddr, Vec<Arc<[u8]>>> = HashMap::new();

@@ -4,8 +4,12 @@
 //! uses; this module only binds them and moves bytes.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+
+use switchboard_store::{Recording, Store};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use switchboard_core::media::{MediaCommand, MediaNotice};
 use switchboard_core::ports::PortPair;
@@ -18,15 +22,62 @@ use crate::{Input, Metrics};
 /// Commands for one call's media task.
 pub(crate) enum MediaControl {
     Command(MediaCommand),
+    Record(RecordingSpec),
+}
+
+/// Where and as what a call is recorded.
+pub(crate) struct RecordingSpec {
+    id: String,
+    path: PathBuf,
+    call_id: String,
+    caller: String,
+    callee: String,
 }
 
 /// Live media tasks by call, owned by the engine task.
-#[derive(Default)]
 pub(crate) struct MediaTasks {
     tasks: std::collections::HashMap<u64, mpsc::UnboundedSender<MediaControl>>,
+    store: Store,
+    recordings_dir: PathBuf,
+}
+
+/// Civil date (proleptic Gregorian) of a unix day number (H. Hinnant's algorithm).
+fn civil_date(unix_secs: u64) -> (i64, u32, u32) {
+    let z = (unix_secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Keeps names usable as file names whatever a user name holds.
+fn file_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(32)
+        .collect()
 }
 
 impl MediaTasks {
+    pub(crate) fn new(store: Store, recordings_dir: PathBuf) -> MediaTasks {
+        MediaTasks {
+            tasks: std::collections::HashMap::new(),
+            store,
+            recordings_dir,
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.tasks.len()
     }
@@ -51,11 +102,35 @@ impl MediaTasks {
                     rx,
                     input.clone(),
                     metrics.clone(),
+                    self.store.clone(),
                 ));
             }
             MediaCommand::Close { call } => {
                 // Dropping the sender ends the task once it has drained its queue.
                 self.tasks.remove(&call);
+            }
+            MediaCommand::StartRecording {
+                call,
+                call_id,
+                caller,
+                callee,
+            } => {
+                let now = crate::unix_now();
+                let (y, m, d) = civil_date(now);
+                let id = format!("{now}-{call}-{}-{}", file_safe(&caller), file_safe(&callee));
+                let path = self
+                    .recordings_dir
+                    .join(format!("{y:04}-{m:02}-{d:02}"))
+                    .join(format!("{id}.wav"));
+                if let Some(tx) = self.tasks.get(&call) {
+                    let _ = tx.send(MediaControl::Record(RecordingSpec {
+                        id,
+                        path,
+                        call_id,
+                        caller,
+                        callee,
+                    }));
+                }
             }
             other => {
                 let call = other.call();
@@ -73,6 +148,79 @@ async fn bind_pair(ip: IpAddr, pair: PortPair) -> std::io::Result<(UdpSocket, Ud
     Ok((rtp, rtcp))
 }
 
+/// A recording file being written by a call's media task.
+struct OpenRecording {
+    id: String,
+    path: PathBuf,
+    file: tokio::fs::File,
+}
+
+async fn open_recording(
+    spec: RecordingSpec,
+    session: &mut MediaSession,
+    store: &Store,
+) -> Option<OpenRecording> {
+    if let Some(dir) = spec.path.parent() {
+        if let Err(e) = tokio::fs::create_dir_all(dir).await {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot create the recordings directory");
+            return None;
+        }
+    }
+    let file = match tokio::fs::File::create(&spec.path).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(path = %spec.path.display(), error = %e, "cannot create a recording file");
+            return None;
+        }
+    };
+    let row = Recording {
+        id: spec.id.clone(),
+        call_id: spec.call_id,
+        caller: spec.caller,
+        callee: spec.callee,
+        path: spec.path.display().to_string(),
+        started_at: i64::try_from(crate::unix_now()).unwrap_or(0),
+        ended_at: None,
+        seconds: None,
+    };
+    if let Err(e) = store.add_recording(&row).await {
+        tracing::error!(error = %e, "cannot store the recording's path");
+    }
+    session.start_recording(Instant::now());
+    tracing::info!(path = %spec.path.display(), "recording the call");
+    Some(OpenRecording {
+        id: spec.id,
+        path: spec.path,
+        file,
+    })
+}
+
+/// Writes the last bytes and the real WAV header, and completes the stored row.
+async fn close_recording(rec: OpenRecording, session: &mut MediaSession, store: &Store) {
+    let OpenRecording { id, path, mut file } = rec;
+    let pending = session.poll_recording();
+    let Some(done) = session.stop_recording(Instant::now()) else {
+        return;
+    };
+    let written = async {
+        file.write_all(&pending).await?;
+        file.write_all(&done.tail).await?;
+        file.seek(std::io::SeekFrom::Start(0)).await?;
+        file.write_all(&done.header).await?;
+        file.sync_data().await
+    }
+    .await;
+    if let Err(e) = written {
+        tracing::error!(path = %path.display(), error = %e, "finishing a recording failed");
+    }
+    let ended = i64::try_from(crate::unix_now()).unwrap_or(0);
+    let seconds = i64::try_from(done.seconds).unwrap_or(0);
+    if let Err(e) = store.finish_recording(&id, ended, seconds).await {
+        tracing::error!(error = %e, "cannot complete the recording's row");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_call_media(
     call: u64,
     pairs: [PortPair; 2],
@@ -81,7 +229,9 @@ async fn run_call_media(
     mut control: mpsc::UnboundedReceiver<MediaControl>,
     input: mpsc::Sender<Input>,
     metrics: Arc<Metrics>,
+    store: Store,
 ) {
+    let mut recording: Option<OpenRecording> = None;
     let mut sockets = Vec::with_capacity(4);
     for pair in pairs {
         match bind_pair(ip, pair).await {
@@ -136,6 +286,11 @@ async fn run_call_media(
                         session.configure_leg(leg, cfg, Instant::now());
                     }
                 }
+                Some(MediaControl::Record(spec)) => {
+                    if recording.is_none() {
+                        recording = open_recording(spec, &mut session, &store).await;
+                    }
+                }
                 None => break,
             },
             _ = tokio::time::sleep_until(wake) => session.handle_timeout(Instant::now()),
@@ -144,6 +299,16 @@ async fn run_call_media(
             let socket = &sockets[slot(t.leg, t.kind)];
             if socket.try_send_to(&t.data, t.to).is_err() {
                 metrics.count_media_send_error();
+            }
+        }
+        if let Some(rec) = recording.as_mut() {
+            let bytes = session.poll_recording();
+            if !bytes.is_empty() {
+                if let Err(e) = rec.file.write_all(&bytes).await {
+                    tracing::error!(path = %rec.path.display(), error = %e, "recording write failed; stopping it");
+                    let _ = session.stop_recording(Instant::now());
+                    recording = None;
+                }
             }
         }
         while let Some(event) = session.poll_event() {
@@ -156,5 +321,26 @@ async fn run_call_media(
             }
         }
     }
+    if let Some(rec) = recording.take() {
+        close_recording(rec, &mut session, &store).await;
+    }
     metrics.media_sessions_ended(session.stats());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{civil_date, file_safe};
+
+    #[test]
+    fn dates_of_unix_days() {
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        assert_eq!(civil_date(951_782_400), (2000, 2, 29));
+        assert_eq!(civil_date(1_795_329_463), (2026, 11, 22));
+    }
+
+    #[test]
+    fn names_become_file_safe() {
+        assert_eq!(file_safe("alice"), "alice");
+        assert_eq!(file_safe("../etc/p ss"), "___etc_p_ss");
+    }
 }

@@ -497,7 +497,12 @@ impl Store {
     }
 
     /// Completes a recording's row when its file is closed.
-    pub async fn finish_recording(&self, id: &str, ended_at: i64, seconds: i64) -> Result<(), StoreError> {
+    pub async fn finish_recording(
+        &self,
+        id: &str,
+        ended_at: i64,
+        seconds: i64,
+    ) -> Result<(), StoreError> {
         let done = on_pool!(self, pool => {
             sqlx::query("UPDATE recordings SET ended_at = $1, seconds = $2 WHERE id = $3")
                 .bind(ended_at)

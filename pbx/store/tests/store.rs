@@ -704,7 +704,9 @@ async fn recordings_are_stored_against_the_call(db: &TestDb) {
     };
     s.add_recording(&r).await.unwrap();
     assert!(s.add_recording(&r).await.is_err(), "ids are unique");
-    s.finish_recording("rec-1", 1_800_000_042, 42).await.unwrap();
+    s.finish_recording("rec-1", 1_800_000_042, 42)
+        .await
+        .unwrap();
     assert!(matches!(
         s.finish_recording("nope", 1, 1).await,
         Err(switchboard_store::StoreError::NotFound(_))
@@ -712,6 +714,9 @@ async fn recordings_are_stored_against_the_call(db: &TestDb) {
     let found = s.recordings_of_call("abc@pbx").await.unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].path, r.path);
-    assert_eq!((found[0].ended_at, found[0].seconds), (Some(1_800_000_042), Some(42)));
+    assert_eq!(
+        (found[0].ended_at, found[0].seconds),
+        (Some(1_800_000_042), Some(42))
+    );
     assert!(s.recordings_of_call("other").await.unwrap().is_empty());
 }

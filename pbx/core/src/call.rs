@@ -966,6 +966,27 @@ impl Engine {
                 d.refresh_target(contact.as_deref());
             }
         }
+        if req.method == Method::Info {
+            // DTMF by SIP INFO (application/dtmf-relay, application/dtmf): reported like
+            // any other key press, and still relayed so the other party gets it too.
+            let content_type = req
+                .headers
+                .get(&HeaderName::ContentType)
+                .unwrap_or_default()
+                .to_string();
+            if let Ok(d) = switchboard_media::dtmf::parse_info_body(&content_type, &req.body) {
+                self.events.push_back(EngineEvent::Dtmf {
+                    call: key,
+                    caller: from_a,
+                    digit: d.digit,
+                    duration_ms: d.duration_ms,
+                    source: "info",
+                });
+            }
+        }
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         if req.method == Method::Bye {
             // Each leg is ours to end: answer at once, then hang up the other leg.
             let Some(far) = far_dialog(call, from_a) else {

@@ -1089,3 +1089,38 @@ fn shutdown_before_the_callers_ack_acks_the_callee_then_hangs_up() {
     assert_eq!(order, vec![Method::Invite, Method::Ack, Method::Bye]);
     assert!(c.net.run_until(|n| n.engine.is_idle(), secs(120)));
 }
+
+// ---- DTMF by SIP INFO ----------------------------------------------------------------------
+
+#[test]
+fn info_dtmf_is_reported_and_relayed() {
+    let (mut c, _tx) = established();
+    let (caller, dev2) = (c.caller, c.dev2);
+    let a_id = c.net.phone(caller).sent[&_tx]
+        .call_id()
+        .unwrap()
+        .to_string();
+    let mut info = c.net.phone(caller).in_dialog(&a_id, Method::Info);
+    info.set_body(
+        b"Signal=5\r\nDuration=160\r\n".to_vec(),
+        Some("application/dtmf-relay"),
+    );
+    let info_tx = c.net.send(caller, info);
+    let (id, relayed) = c.net.phone(dev2).last_request(Method::Info);
+    assert_eq!(body(&relayed), "Signal=5\r\nDuration=160\r\n");
+    c.net.respond(dev2, id.unwrap(), 200, None);
+    assert_eq!(c.net.phone(caller).statuses(info_tx), vec![200]);
+    let digits = c
+        .net
+        .events_where(|e| matches!(e, EngineEvent::Dtmf { .. }));
+    assert_eq!(
+        digits,
+        vec![EngineEvent::Dtmf {
+            call: 1,
+            caller: true,
+            digit: '5',
+            duration_ms: 160,
+            source: "info",
+        }]
+    );
+}

@@ -177,6 +177,45 @@ pub enum AnswerMode {
     Auto,
 }
 
+/// Per-phone media settings ([`Baresip::start_with`]); the default is what
+/// [`Baresip::start`] uses: PCMU only, a 440 Hz `ausine` tone, no dumps.
+#[derive(Clone, Debug)]
+pub struct PhoneOptions {
+    /// The account's `audio_codecs` (e.g. `pcmu`, `opus/48000/2`); the opus
+    /// module is loaded when it names opus.
+    pub audio_codecs: String,
+    /// The `ausine` test tone the phone sends, in Hz.
+    pub tone_hz: u32,
+    /// `snd_path`: loads the sndfile module, which writes each call's
+    /// encoded and decoded audio there as WAV files.
+    pub snd_path: Option<PathBuf>,
+}
+
+impl Default for PhoneOptions {
+    fn default() -> PhoneOptions {
+        PhoneOptions {
+            audio_codecs: "pcmu".into(),
+            tone_hz: 440,
+            snd_path: None,
+        }
+    }
+}
+
+impl PhoneOptions {
+    /// Config lines for the opus and sndfile modules when wanted.
+    fn extra_config(&self) -> String {
+        let mut lines = String::new();
+        if self.audio_codecs.contains("opus") {
+            lines.push_str("module\t\t\topus.so\n");
+        }
+        if let Some(path) = &self.snd_path {
+            lines.push_str("module\t\t\tsndfile.so\n");
+            lines.push_str(&format!("snd_path\t\t{}\n", path.display()));
+        }
+        lines
+    }
+}
+
 /// How long a phone may take to start and register.
 pub const PHONE_DEADLINE: Duration = Duration::from_secs(15);
 
@@ -193,6 +232,16 @@ impl Baresip {
     /// Starts a phone for `user` that registers through `server` (digest auth
     /// with the user's password, outbound proxy = the server).
     pub fn start(server: &Server, user: &User, answer: AnswerMode) -> Baresip {
+        Baresip::start_with(server, user, answer, &PhoneOptions::default())
+    }
+
+    /// [`Baresip::start`] with the codecs, test tone and audio dumps of `options`.
+    pub fn start_with(
+        server: &Server,
+        user: &User,
+        answer: AnswerMode,
+        options: &PhoneOptions,
+    ) -> Baresip {
         let dir = server.run_dir(&format!("baresip-{}", user.name));
         // sip_listen binds UDP+TCP on the port and TLS on the port + 1.
         let sip_port = free_port_block(2);
@@ -205,7 +254,7 @@ impl Baresip {
              net_interface\t\t{LOCALHOST}\n\
              call_local_timeout\t120\n\
              call_max_calls\t\t4\n\
-             audio_source\t\tausine,440\n\
+             audio_source\t\tausine,{tone_hz}\n\
              ausrc_srate\t\t48000\n\
              ausrc_channels\t\t2\n\
              audio_player\t\taubridge,{name}\n\
@@ -213,6 +262,7 @@ impl Baresip {
              rtp_ports\t\t{rtp_first}-{rtp_last}\n\
              module_path\t\t/usr/lib/baresip/modules\n\
              module\t\t\tg711.so\n\
+             {extra_modules}\
              module\t\t\tausine.so\n\
              module\t\t\taubridge.so\n\
              module_tmp\t\tuuid.so\n\
@@ -222,6 +272,8 @@ impl Baresip {
              ctrl_tcp_listen\t\t{LOCALHOST}:{ctrl_port}\n",
             name = user.name,
             rtp_last = rtp_first + 9,
+            tone_hz = options.tone_hz,
+            extra_modules = options.extra_config(),
         );
         fs::write(dir.join("config"), config).expect("write baresip config");
         let answermode = match answer {
@@ -229,7 +281,8 @@ impl Baresip {
             AnswerMode::Manual => "manual",
         };
         let account = format!(
-            "<sip:{name}@{LOCALHOST}>;auth_pass={password};outbound=\"sip:{server}\";regint=60;answermode={answermode};audio_codecs=pcmu\n",
+            "<sip:{name}@{LOCALHOST}>;auth_pass={password};outbound=\"sip:{server}\";regint=60;answermode={answermode};audio_codecs={codecs}\n",
+            codecs = options.audio_codecs,
             name = user.name,
             password = user.password,
             server = server.sip,

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod baresip;
+pub mod media;
 pub mod sipp;
 
 use std::collections::HashSet;
@@ -400,6 +401,8 @@ pub struct ServerOptions {
     pub database_url: Option<String>,
     /// Further `serve` flags (e.g. `--sha256`).
     pub serve_args: Vec<String>,
+    /// Extra environment for `serve` (e.g. `SWITCHBOARD_LOG`).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerOptions {
@@ -411,6 +414,12 @@ impl ServerOptions {
     /// Adds a flag to `switchboard serve`.
     pub fn serve_arg(mut self, arg: &str) -> ServerOptions {
         self.serve_args.push(arg.to_string());
+        self
+    }
+
+    /// Sets an environment variable for `switchboard serve`.
+    pub fn env(mut self, name: &str, value: &str) -> ServerOptions {
+        self.env.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -488,6 +497,7 @@ impl Server {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)

@@ -1,0 +1,509 @@
+//! Media checks for the end-to-end tests: a UDP socket standing in for a
+//! phone's RTP port (collects what arrives, with the source address), RTP
+//! header parsing, a reader for the classic pcap files SIPp plays, a WAV
+//! reader for baresip's `sndfile` dumps with tone measurements (frequency by
+//! zero crossings and Goertzel, level in dBFS), and SDP out of SIPp's
+//! `-trace_msg` log.
+
+use std::fs;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{LOCALHOST, POLL_INTERVAL};
+
+// ---------------------------------------------------------------------------
+// RTP
+
+/// The fixed RTP header fields (RFC 3550 5.1) and the payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RtpPacket {
+    pub marker: bool,
+    pub payload_type: u8,
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    pub payload: Vec<u8>,
+}
+
+impl RtpPacket {
+    /// Parses an RTP packet (version 2, CSRCs, extension and padding
+    /// skipped); `None` for anything else, RTCP included (PT 72-76 with the
+    /// marker bit set reads as 200-204).
+    pub fn parse(data: &[u8]) -> Option<RtpPacket> {
+        if data.len() < 12 || data[0] >> 6 != 2 {
+            return None;
+        }
+        if (200..=204).contains(&data[1]) {
+            return None;
+        }
+        let csrc_count = usize::from(data[0] & 0x0f);
+        let mut start = 12 + 4 * csrc_count;
+        if data[0] & 0x10 != 0 {
+            let ext = data.get(start..start + 4)?;
+            start += 4 + 4 * usize::from(u16::from_be_bytes([ext[2], ext[3]]));
+        }
+        let mut end = data.len();
+        if data[0] & 0x20 != 0 {
+            end = end.checked_sub(usize::from(*data.last()?))?;
+        }
+        Some(RtpPacket {
+            marker: data[1] & 0x80 != 0,
+            payload_type: data[1] & 0x7f,
+            sequence: u16::from_be_bytes([data[2], data[3]]),
+            timestamp: u32::from_be_bytes([data[4], data[5], data[6], data[7]]),
+            ssrc: u32::from_be_bytes([data[8], data[9], data[10], data[11]]),
+            payload: data.get(start..end)?.to_vec(),
+        })
+    }
+}
+
+/// One datagram received by an [`RtpSink`].
+#[derive(Clone, Debug)]
+pub struct Datagram {
+    pub from: SocketAddr,
+    pub at: Instant,
+    pub data: Vec<u8>,
+}
+
+/// A UDP socket on 127.0.0.1 (a free port chosen by the kernel) that a test
+/// names as the media address of a fake phone; a thread keeps every
+/// datagram that arrives until the sink is dropped.
+pub struct RtpSink {
+    port: u16,
+    received: Arc<Mutex<Vec<Datagram>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RtpSink {
+    pub fn bind() -> RtpSink {
+        let socket = UdpSocket::bind((LOCALHOST, 0)).expect("bind an RTP sink on 127.0.0.1:0");
+        let port = socket.local_addr().expect("local_addr").port();
+        socket
+            .set_read_timeout(Some(POLL_INTERVAL))
+            .expect("set_read_timeout");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let received = Arc::clone(&received);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = socket.recv_from(&mut buffer) {
+                        received
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(Datagram {
+                                from,
+                                at: Instant::now(),
+                                data: buffer[..n].to_vec(),
+                            });
+                    }
+                }
+            })
+        };
+        RtpSink {
+            port,
+            received,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Everything received so far.
+    pub fn datagrams(&self) -> Vec<Datagram> {
+        self.received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The datagrams received so far that parse as RTP, with their source.
+    pub fn rtp(&self) -> Vec<(SocketAddr, RtpPacket)> {
+        self.datagrams()
+            .iter()
+            .filter_map(|d| RtpPacket::parse(&d.data).map(|p| (d.from, p)))
+            .collect()
+    }
+
+    /// Polls until `check` accepts the RTP received so far, or `timeout`;
+    /// returns whether it did.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&[(SocketAddr, RtpPacket)]) -> bool,
+    ) -> bool {
+        super::wait_until_or(timeout, || check(&self.rtp()))
+    }
+}
+
+impl Drop for RtpSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Sequence numbers missing between consecutive packets (with 16-bit
+/// wrap-around); duplicates and reordering count as 0.
+pub fn sequence_gaps(packets: &[&RtpPacket]) -> u32 {
+    packets
+        .windows(2)
+        .map(|w| {
+            let step = w[1].sequence.wrapping_sub(w[0].sequence);
+            if (1..0x8000).contains(&step) {
+                u32::from(step - 1)
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
+// ---------------------------------------------------------------------------
+// pcap (classic libpcap format, as shipped with sip-tester)
+
+/// The UDP payloads of a classic pcap file (Ethernet or Linux cooked
+/// capture, IPv4), in file order.
+pub fn pcap_udp_payloads(path: &Path) -> Vec<Vec<u8>> {
+    let data = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    assert!(data.len() >= 24, "{}: too short for a pcap", path.display());
+    let magic = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+    let little = match magic {
+        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
+        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
+        _ => panic!("{}: not a classic pcap file", path.display()),
+    };
+    let u32_at = |at: usize| {
+        let b = [data[at], data[at + 1], data[at + 2], data[at + 3]];
+        if little {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }
+    };
+    let link_header = match u32_at(20) {
+        1 => 14,   // Ethernet
+        113 => 16, // Linux cooked
+        other => panic!("{}: unsupported link type {other}", path.display()),
+    };
+    let mut payloads = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let captured = u32_at(at + 8) as usize;
+        let frame = &data[at + 16..(at + 16 + captured).min(data.len())];
+        at += 16 + captured;
+        let Some(ip) = frame.get(link_header..) else {
+            continue;
+        };
+        if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 17 {
+            continue;
+        }
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let Some(udp) = ip.get(ihl..) else { continue };
+        if udp.len() < 8 {
+            continue;
+        }
+        let udp_len = usize::from(u16::from_be_bytes([udp[4], udp[5]])).min(udp.len());
+        if udp_len >= 8 {
+            payloads.push(udp[8..udp_len].to_vec());
+        }
+    }
+    payloads
+}
+
+/// The RTP packets of a pcap file.
+pub fn pcap_rtp(path: &Path) -> Vec<RtpPacket> {
+    pcap_udp_payloads(path)
+        .iter()
+        .filter_map(|p| RtpPacket::parse(p))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// WAV and tone measurements
+
+/// 16-bit PCM audio, interleaved channels.
+#[derive(Clone, Debug)]
+pub struct Wav {
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub samples: Vec<i16>,
+}
+
+impl Wav {
+    /// Reads a RIFF/WAVE file of 16-bit PCM (format 1, or extensible).
+    pub fn read(path: &Path) -> Wav {
+        let data = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        assert!(
+            data.len() >= 12 && &data[..4] == b"RIFF" && &data[8..12] == b"WAVE",
+            "{}: not a RIFF/WAVE file",
+            path.display()
+        );
+        let mut format: Option<(u16, u16, u32, u16)> = None;
+        let mut samples = None;
+        let mut at = 12;
+        while at + 8 <= data.len() {
+            let id = &data[at..at + 4];
+            let size = u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]])
+                as usize;
+            // A dump cut short (the phone still writing) may claim more
+            // than the file holds: take what is there.
+            let body = &data[at + 8..(at + 8 + size).min(data.len())];
+            match id {
+                b"fmt " if body.len() >= 16 => {
+                    format = Some((
+                        u16::from_le_bytes([body[0], body[1]]),
+                        u16::from_le_bytes([body[2], body[3]]),
+                        u32::from_le_bytes([body[4], body[5], body[6], body[7]]),
+                        u16::from_le_bytes([body[14], body[15]]),
+                    ));
+                }
+                b"data" => {
+                    samples = Some(
+                        body.chunks_exact(2)
+                            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                            .collect::<Vec<i16>>(),
+                    );
+                }
+                _ => {}
+            }
+            at += 8 + size + (size & 1);
+        }
+        let (tag, channels, sample_rate, bits) =
+            format.unwrap_or_else(|| panic!("{}: no fmt chunk", path.display()));
+        assert!(
+            (tag == 1 || tag == 0xfffe) && bits == 16 && channels > 0,
+            "{}: not 16-bit PCM (format {tag:#x}, {bits} bits, {channels} channels)",
+            path.display()
+        );
+        Wav {
+            sample_rate,
+            channels,
+            samples: samples.unwrap_or_else(|| panic!("{}: no data chunk", path.display())),
+        }
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(
+            self.samples.len() as f64 / f64::from(self.channels) / f64::from(self.sample_rate),
+        )
+    }
+
+    /// The first channel, scaled to [-1, 1).
+    pub fn mono(&self) -> Vec<f64> {
+        self.samples
+            .iter()
+            .step_by(usize::from(self.channels))
+            .map(|&s| f64::from(s) / 32768.0)
+            .collect()
+    }
+}
+
+/// Root mean square level in dBFS (a full-scale sine reads -3 dBFS).
+pub fn rms_dbfs(samples: &[f64]) -> f64 {
+    if samples.is_empty() {
+        return f64::NEG_INFINITY;
+    }
+    let mean_square = samples.iter().map(|s| s * s).sum::<f64>() / samples.len() as f64;
+    10.0 * mean_square.max(1e-20).log10()
+}
+
+/// The frequency of a steady tone from its rising zero crossings: the time
+/// between the first and the last crossing (linearly interpolated) over the
+/// number of periods between them.
+pub fn zero_crossing_hz(samples: &[f64], sample_rate: u32) -> f64 {
+    let mut crossings = Vec::new();
+    for (i, w) in samples.windows(2).enumerate() {
+        if w[0] < 0.0 && w[1] >= 0.0 {
+            crossings.push(i as f64 + (-w[0]) / (w[1] - w[0]));
+        }
+    }
+    if crossings.len() < 2 {
+        return 0.0;
+    }
+    let periods = (crossings.len() - 1) as f64;
+    let span = crossings[crossings.len() - 1] - crossings[0];
+    periods * f64::from(sample_rate) / span
+}
+
+/// Power of `samples` at `hz` (Goertzel), normalised so that a sine of
+/// amplitude A reads A²/2, like the mean square of the whole signal.
+pub fn goertzel_power(samples: &[f64], sample_rate: u32, hz: f64) -> f64 {
+    let n = samples.len() as f64;
+    let w = 2.0 * std::f64::consts::PI * hz / f64::from(sample_rate);
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &x in samples {
+        let s0 = x + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+    2.0 * power / (n * n)
+}
+
+/// What [`measure_tone`] found in a stretch of audio.
+#[derive(Clone, Copy, Debug)]
+pub struct ToneMeasurement {
+    /// Frequency from zero crossings, Hz.
+    pub hz: f64,
+    /// RMS level, dBFS.
+    pub level_dbfs: f64,
+    /// Share of the signal's power at the expected frequency (Goertzel over
+    /// ±2% of it, best bin): near 1 for a clean tone.
+    pub purity: f64,
+    /// Length of the stretch measured.
+    pub seconds: f64,
+}
+
+/// Measures a tone expected at `expected_hz` in the middle of `wav`: leaves
+/// out the first and last `trim` of the recording (call set-up, jitter
+/// buffer filling, hang-up).
+pub fn measure_tone(wav: &Wav, expected_hz: f64, trim: Duration) -> ToneMeasurement {
+    let mono = wav.mono();
+    let skip = (trim.as_secs_f64() * f64::from(wav.sample_rate)) as usize;
+    let middle: &[f64] = if mono.len() > 2 * skip {
+        &mono[skip..mono.len() - skip]
+    } else {
+        &[]
+    };
+    let total = middle.iter().map(|s| s * s).sum::<f64>() / middle.len().max(1) as f64;
+    let best = (-20..=20)
+        .map(|k| expected_hz * (1.0 + f64::from(k) * 0.001))
+        .map(|hz| goertzel_power(middle, wav.sample_rate, hz))
+        .fold(0.0, f64::max);
+    ToneMeasurement {
+        hz: zero_crossing_hz(middle, wav.sample_rate),
+        level_dbfs: rms_dbfs(middle),
+        purity: if total > 0.0 { best / total } else { 0.0 },
+        seconds: middle.len() as f64 / f64::from(wav.sample_rate),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SDP in SIPp message traces
+
+/// The SIP messages SIPp logged as received (`-trace_msg`), oldest first.
+pub fn sipp_received_messages(trace: &str) -> Vec<String> {
+    let mut messages = Vec::new();
+    for block in trace.split("\n----------------------------------------------- ") {
+        let mut lines = block.lines();
+        lines.next(); // the date
+        let Some(header) = lines.next() else { continue };
+        if !header.contains("message received") {
+            continue;
+        }
+        let message: Vec<&str> = lines.skip_while(|l| l.trim().is_empty()).collect();
+        messages.push(message.join("\n"));
+    }
+    messages
+}
+
+/// The audio destination an SDP body gives: the `c=` address (session or
+/// media level) and the first `m=audio` port and format list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SdpAudio {
+    pub address: String,
+    pub port: u16,
+    pub protocol: String,
+    pub formats: Vec<String>,
+    /// The `a=rtpmap:` lines of the audio section, as `(PT, encoding)`.
+    pub rtpmaps: Vec<(String, String)>,
+}
+
+/// Parses the first audio stream of the SDP in `message` (a whole SIP
+/// message: the body follows the blank line).
+pub fn sdp_audio(message: &str) -> Option<SdpAudio> {
+    let body = message
+        .split_once("\n\n")
+        .or_else(|| message.split_once("\r\n\r\n"))?
+        .1;
+    let mut session_address = None;
+    let mut audio: Option<SdpAudio> = None;
+    let mut in_audio = false;
+    for line in body.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("m=") {
+            if audio.is_some() {
+                break;
+            }
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            in_audio = fields.first() == Some(&"audio");
+            if in_audio && fields.len() >= 3 {
+                audio = Some(SdpAudio {
+                    address: session_address.clone().unwrap_or_default(),
+                    port: fields[1].parse().ok()?,
+                    protocol: fields[2].to_string(),
+                    formats: fields[3..].iter().map(|f| f.to_string()).collect(),
+                    rtpmaps: Vec::new(),
+                });
+            }
+        } else if let Some(rest) = line.strip_prefix("c=") {
+            let address = rest.split_whitespace().nth(2)?.to_string();
+            match audio.as_mut() {
+                Some(a) if in_audio => a.address = address,
+                _ => session_address = Some(address),
+            }
+        } else if let Some(rest) = line.strip_prefix("a=rtpmap:") {
+            if let (Some(a), true) = (audio.as_mut(), in_audio) {
+                if let Some((pt, encoding)) = rest.split_once(' ') {
+                    a.rtpmaps.push((pt.to_string(), encoding.to_string()));
+                }
+            }
+        }
+    }
+    audio
+}
+
+#[test]
+fn rtp_headers_parse() {
+    let mut packet = vec![0x80, 0x88, 0x01, 0x02, 0, 0, 0, 160, 0xde, 0xad, 0xbe, 0xef];
+    packet.extend_from_slice(&[1, 2, 3]);
+    let parsed = RtpPacket::parse(&packet).expect("an RTP packet");
+    assert!(parsed.marker);
+    assert_eq!(parsed.payload_type, 8);
+    assert_eq!(parsed.sequence, 0x0102);
+    assert_eq!(parsed.timestamp, 160);
+    assert_eq!(parsed.ssrc, 0xdead_beef);
+    assert_eq!(parsed.payload, vec![1, 2, 3]);
+    // RTCP (SR) is not RTP.
+    assert!(RtpPacket::parse(&[0x80, 200, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
+}
+
+#[test]
+fn tone_measurements_find_a_sine() {
+    let rate = 8000;
+    let samples: Vec<f64> = (0..rate * 2)
+        .map(|i| 0.5 * (2.0 * std::f64::consts::PI * 1000.0 * f64::from(i) / 8000.0).sin())
+        .collect();
+    let hz = zero_crossing_hz(&samples, rate);
+    assert!((hz - 1000.0).abs() < 1.0, "{hz}");
+    let level = rms_dbfs(&samples);
+    assert!((level - (-9.03)).abs() < 0.1, "{level}");
+    let power = goertzel_power(&samples, rate, 1000.0);
+    assert!((power - 0.125).abs() < 0.01, "{power}");
+}
+
+#[test]
+fn sdp_audio_reads_address_port_and_formats() {
+    let message = "SIP/2.0 200 OK\nContent-Type: application/sdp\n\nv=0\nc=IN IP4 10.0.0.1\nt=0 0\nm=audio 4000 RTP/AVP 8 101\na=rtpmap:8 PCMA/8000\na=rtpmap:101 telephone-event/8000\n";
+    let audio = sdp_audio(message).expect("an audio stream");
+    assert_eq!(audio.address, "10.0.0.1");
+    assert_eq!(audio.port, 4000);
+    assert_eq!(audio.formats, vec!["8", "101"]);
+    assert_eq!(
+        audio.rtpmaps[1],
+        ("101".into(), "telephone-event/8000".into())
+    );
+}

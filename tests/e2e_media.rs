@@ -488,7 +488,8 @@ fn opus_and_pcmu_phones_hear_each_others_tone_through_the_transcoder() {
         ServerOptions::default()
             .user(alice.clone())
             .user(bob.clone())
-            .env("SWITCHBOARD_LOG", "info,switchboard_core=debug"),
+            .env("SWITCHBOARD_LOG", "info,switchboard_core=debug")
+            .serve_arg("--record-calls"),
     );
     let a_dumps = server.run_dir("dumps-alice");
     let b_dumps = server.run_dir("dumps-bob");
@@ -593,6 +594,46 @@ fn opus_and_pcmu_phones_hear_each_others_tone_through_the_transcoder() {
     };
     check("bob (PCMU)", &b_dumps, A_TONE);
     check("alice (Opus)", &a_dumps, B_TONE);
+
+    // The server's own recording of the call: a stereo WAV with the caller (alice, 440 Hz)
+    // on the left and the callee (bob, 1000 Hz) on the right, completed once the call
+    // ended (its header no longer says "open-ended").
+    let recordings = server.dir().join("recordings");
+    let recording = wait_until(
+        Duration::from_secs(10),
+        "the recording to be closed",
+        || {
+            let day = std::fs::read_dir(&recordings).ok()?.next()?.ok()?.path();
+            let file = std::fs::read_dir(day).ok()?.next()?.ok()?.path();
+            let data = std::fs::read(&file).ok()?;
+            (data.len() > 44 && data[40..44] != [0xff; 4]).then_some(file)
+        },
+    );
+    let wav = Wav::read(&recording);
+    assert_eq!(
+        (wav.channels, wav.sample_rate),
+        (2, 8000),
+        "{}",
+        recording.display()
+    );
+    let channel = |ch: usize| Wav {
+        sample_rate: wav.sample_rate,
+        channels: 1,
+        samples: wav.samples.iter().skip(ch).step_by(2).copied().collect(),
+    };
+    for (name, ch, tone) in [("left (caller)", 0, A_TONE), ("right (callee)", 1, B_TONE)] {
+        let m = measure_tone(&channel(ch), f64::from(tone), Duration::from_millis(800));
+        eprintln!(
+            "recording {name}: {:.1} Hz at {:.1} dBFS, purity {:.2}",
+            m.hz, m.level_dbfs, m.purity
+        );
+        assert!(
+            (m.hz - f64::from(tone)).abs() <= f64::from(tone) * 0.03
+                && m.level_dbfs > -40.0
+                && m.purity > 0.5,
+            "recording {name} should hold {tone} Hz: {m:?}"
+        );
+    }
 
     // The server said it transcodes (debug event of switchboard_core).
     let log = server.log();

@@ -510,6 +510,13 @@ impl Server {
     /// `switchboard` with this server's global options, ready for a subcommand.
     pub fn command(&self) -> Command {
         let mut command = Command::new(SWITCHBOARD);
+        // Only what the test says: a developer's own SWITCHBOARD_* settings must not
+        // change the server under test.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("SWITCHBOARD_") {
+                command.env_remove(name);
+            }
+        }
         command.arg("--data-dir").arg(self.dir.path());
         if let Some(domain) = &self.options.domain {
             command.args(["--domain", domain]);

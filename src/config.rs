@@ -39,6 +39,8 @@ pub struct Config {
     pub rtp_timeout: Duration,
     /// Record every answered call to DATA_DIR/recordings.
     pub record_calls: bool,
+    /// Music-on-hold classes: one subdirectory of WAV files per class.
+    pub moh_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -65,6 +67,7 @@ impl Default for Config {
             media_advertise: None,
             rtp_timeout: Duration::from_secs(60),
             record_calls: false,
+            moh_dir: None,
         }
     }
 }
@@ -131,6 +134,7 @@ struct MediaSection {
     advertise: Option<Spanned<String>>,
     rtp_timeout: Option<Spanned<i64>>,
     record_calls: Option<bool>,
+    moh_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,6 +186,7 @@ pub struct Overrides {
     pub rtp_timeout: Option<u64>,
     pub media_anchor: Option<bool>,
     pub record_calls: Option<bool>,
+    pub moh_dir: Option<PathBuf>,
 }
 
 /// `FIRST-LAST`, e.g. `20000-30000`: at least one even/odd pair, ports above 1023 not
@@ -326,6 +331,15 @@ pub fn load(file: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError
     if let Some(v) = over.record_calls {
         cfg.record_calls = v;
     }
+    if let Some(v) = &over.moh_dir {
+        if !v.is_dir() {
+            return Err(flag_err(
+                "--moh-dir",
+                format!("{} is not a directory", v.display()),
+            ));
+        }
+        cfg.moh_dir = Some(v.clone());
+    }
     validate_domain(&cfg.domain).map_err(|m| ConfigError {
         file: None,
         position: None,
@@ -445,6 +459,17 @@ fn apply_file(cfg: &mut Config, path: &Path, text: &str) -> Result<(), ConfigErr
     }
     if let Some(v) = m.record_calls {
         cfg.record_calls = v;
+    }
+    if let Some(v) = &m.moh_dir {
+        let dir = PathBuf::from(v.get_ref());
+        if !dir.is_dir() {
+            return Err(ctx.err(
+                v.span(),
+                "media.moh_dir",
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        cfg.moh_dir = Some(dir);
     }
     if let Some(v) = &m.rtp_ports {
         cfg.rtp_ports =

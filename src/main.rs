@@ -90,6 +90,10 @@ struct ServeArgs {
     /// Record every answered call as a stereo WAV in DATA_DIR/recordings.
     #[arg(long, env = "SWITCHBOARD_RECORD_CALLS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     record_calls: Option<bool>,
+    /// Music-on-hold classes: a directory with one subdirectory of WAV files per class
+    /// (`default` replaces the generated music).
+    #[arg(long, env = "SWITCHBOARD_MOH_DIR", value_name = "DIR")]
+    moh_dir: Option<PathBuf>,
     /// Anchor media through Switchboard (default true); false passes SDP through.
     #[arg(long, env = "SWITCHBOARD_MEDIA_ANCHOR", value_name = "BOOL")]
     media_anchor: Option<bool>,
@@ -170,6 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         over.rtp_timeout = s.rtp_timeout;
         over.media_anchor = s.media_anchor;
         over.record_calls = s.record_calls;
+        over.moh_dir = s.moh_dir.clone();
     }
     let cfg = config::load(cli.global.config.as_deref(), &over)?;
     match cli.command {
@@ -267,6 +272,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         max_tcp_connections: cfg.max_tcp_connections,
         shutdown_grace: cfg.shutdown_grace,
         recordings_dir: cfg.data_dir.join("recordings"),
+        moh: match &cfg.moh_dir {
+            Some(dir) => switchboard_runtime::load_moh_library(dir)
+                .with_context(|| format!("cannot read music on hold from {}", dir.display()))?,
+            None => Default::default(),
+        },
         ..DriverConfig::default()
     };
     let metrics = Arc::new(Metrics::new());

@@ -716,3 +716,91 @@ fn silent_call_is_hung_up_by_the_rtp_timeout() {
     pbx.server
         .wait_metric("switchboard_media_sessions", 0.0, SETUP_DEADLINE);
 }
+
+/// Hold: alice (sending no audio at all) puts bob on hold with a re-INVITE a=sendonly.
+/// The re-INVITE still reaches bob (his phone shows the hold), and while it lasts bob
+/// hears music on hold from the server, in his codec, in the same RTP stream; after
+/// alice resumes, the music stops.
+#[test]
+fn a_held_party_hears_music_on_hold_until_resumed() {
+    if !peer_available("sipp") {
+        return;
+    }
+    const HOLD_MS: u64 = 2000;
+    let pbx = pbx(ServerOptions::default());
+    let sink = RtpSink::bind();
+    let port = free_port();
+    register(&pbx.server, &pbx.bob, port);
+    let bob_dir = pbx.server.run_dir("media_uas_hold");
+    let bob = Sipp::with_dir(bob_dir, "media_uas_hold.xml", None)
+        .port(port)
+        .service(&pbx.bob.name)
+        .substitute("@RTP_PORT@", &sink.port().to_string())
+        .substitute("@FORMATS@", "0")
+        .substitute("@RTPMAPS@", "a=rtpmap:0 PCMU/8000")
+        .substitute("@NEED_TE@", "false")
+        .spawn();
+    wait_until(SETUP_DEADLINE, "bob's SIPp to bind its port", || {
+        UdpSocket::bind((LOCALHOST, port)).is_err().then_some(())
+    });
+    let mut alice = pbx.alice_calling("media_uac_hold.xml", |s| s.pause_ms(HOLD_MS));
+    alice.sipp.wait_for_log("established", SETUP_DEADLINE);
+    alice.sipp.wait_for_log("held", SETUP_DEADLINE);
+    let at_hold = sink.rtp().len();
+    alice
+        .sipp
+        .wait_for_log("resumed", SETUP_DEADLINE + Duration::from_millis(HOLD_MS));
+    let at_resume = sink.rtp().len();
+    alice
+        .sipp
+        .wait()
+        .assert_passed("alice: call, hold, resume, BYE");
+    bob.wait()
+        .assert_passed("bob: answered, held (recvonly), resumed, BYE");
+    let packets = sink.rtp();
+    let music: Vec<&RtpPacket> = packets[at_hold..at_resume].iter().map(|(_, p)| p).collect();
+    let after = packets.len() - at_resume;
+    let pcm: Vec<f64> = music
+        .iter()
+        .flat_map(|p| {
+            p.payload
+                .iter()
+                .map(|&b| f64::from(ulaw_to_linear(b)) / 32768.0)
+        })
+        .collect();
+    let level = common::media::rms_dbfs(&pcm);
+    eprintln!(
+        "hold: {at_hold} packets before, {} during {HOLD_MS} ms of hold at {level:.1} dBFS, {after} after",
+        music.len()
+    );
+    assert!(
+        at_hold <= 2,
+        "bob heard {at_hold} packets before the hold (alice is silent)"
+    );
+    assert!(
+        music.len() as u64 >= HOLD_MS / 20 * 8 / 10,
+        "only {} packets of music in {HOLD_MS} ms of hold",
+        music.len()
+    );
+    assert!(
+        music.iter().all(|p| p.payload_type == 0),
+        "music in bob's codec (PCMU)"
+    );
+    assert_eq!(sequence_gaps(&music), 0, "one continuous stream");
+    assert!(level > -40.0, "the music is audible: {level:.1} dBFS");
+    assert!(
+        after <= 3,
+        "the music stopped at the resume ({after} packets after)"
+    );
+}
+
+/// ITU-T G.711 μ-law expansion, for measuring what bob received.
+fn ulaw_to_linear(u: u8) -> i16 {
+    let u = !u;
+    let t = ((i16::from(u & 0x0f) << 3) + 0x84) << ((u & 0x70) >> 4);
+    if u & 0x80 != 0 {
+        0x84 - t
+    } else {
+        t - 0x84
+    }
+}

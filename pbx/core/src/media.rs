@@ -72,6 +72,10 @@ pub enum MediaCommand {
         leg: Leg,
         config: LegConfig,
     },
+    /// Play something toward one leg, replacing the other party's audio until stopped.
+    Play { call: u64, leg: Leg, what: Playback },
+    /// Stop what plays toward a leg: the other party is heard again.
+    StopPlayback { call: u64, leg: Leg },
     /// Start recording the call (the runtime picks the file and stores its path).
     StartRecording {
         call: u64,
@@ -90,6 +94,8 @@ impl MediaCommand {
             MediaCommand::Open { call, .. }
             | MediaCommand::Configure { call, .. }
             | MediaCommand::StartRecording { call, .. }
+            | MediaCommand::Play { call, .. }
+            | MediaCommand::StopPlayback { call, .. }
             | MediaCommand::Close { call } => *call,
         }
     }
@@ -100,6 +106,13 @@ impl MediaCommand {
             _ => None,
         }
     }
+}
+
+/// What to play into a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Playback {
+    /// A music-on-hold class by name (`default` is always there: the generated piece).
+    MusicOnHold { class: String },
 }
 
 /// What the runtime's media side reports to the engine.
@@ -139,6 +152,8 @@ pub(crate) struct CallMedia {
     a_answer: Option<Vec<u8>>,
     /// Late offer: the offer we put in the 2xx to the caller, answered in its ACK.
     a_late_offer: Option<SessionDescription>,
+    /// Legs we play music on hold to (A, B), because the other party put them on hold.
+    holding: [bool; 2],
 }
 
 /// An offer/answer in flight inside a dialog (re-INVITE, UPDATE), from the side `from_a`.
@@ -446,6 +461,7 @@ impl Engine {
                 b_offer,
                 a_answer: None,
                 a_late_offer: None,
+                holding: [false, false],
             },
             body,
         )))
@@ -625,6 +641,16 @@ impl Engine {
                     return (None, None);
                 };
                 near_origin.1 += 1;
+                // A re-offer of sendonly/inactive (or RFC 2543's c=0.0.0.0) puts the far
+                // party on hold: it hears our music until the near side offers sendrecv.
+                let held = near_offer.media.get(index).is_some_and(|m| {
+                    !m.is_rejected()
+                        && (!m.direction(near_offer).receives()
+                            || m.remote_rtp(near_offer).is_none())
+                });
+                let far_slot = usize::from(far_leg == Leg::B);
+                let was_held = media.holding[far_slot];
+                media.holding[far_slot] = held;
                 let near_config = outcome
                     .streams
                     .get(index)
@@ -640,6 +666,24 @@ impl Engine {
                 );
                 if let Some(c) = near_config {
                     self.configure_leg(call, near_leg, c);
+                }
+                if held && !was_held {
+                    tracing::debug!(call, ?far_leg, "on hold: music on hold");
+                    self.events
+                        .push_back(EngineEvent::Media(MediaCommand::Play {
+                            call,
+                            leg: far_leg,
+                            what: Playback::MusicOnHold {
+                                class: "default".into(),
+                            },
+                        }));
+                } else if was_held && !held {
+                    tracing::debug!(call, ?far_leg, "resumed");
+                    self.events
+                        .push_back(EngineEvent::Media(MediaCommand::StopPlayback {
+                            call,
+                            leg: far_leg,
+                        }));
                 }
                 (Some(outcome.answer.to_bytes()), None)
             }

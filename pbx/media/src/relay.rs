@@ -20,6 +20,7 @@ use crate::codec::{decoder_for, encoder_for, AudioDecoder, AudioEncoder, CodecSp
 use crate::dtmf::{generate_digit, DtmfEventReceiver, DtmfEventSender, InbandDetector};
 use crate::g711;
 use crate::jitter::{JitterBuffer, Playout};
+use crate::player::{Player, PlayerEvent, Source};
 use crate::recorder::{Channel, Recorder};
 use crate::resample::Resampler;
 use crate::rtp::rewrite::StreamRewriter;
@@ -138,6 +139,8 @@ pub enum MediaEvent {
     Latched { leg: Leg, addr: SocketAddr },
     /// No RTP from a leg that should be sending, for `SessionConfig::rtp_timeout`.
     RtpTimeout { leg: Leg },
+    /// What was being played toward a leg ended by itself (a prompt, a play-once tone).
+    PlaybackFinished { leg: Leg },
     /// A key press from a leg (RFC 4733 events, or in-band tones).
     Dtmf {
         leg: Leg,
@@ -218,6 +221,9 @@ struct LegState {
     decode: Option<Decode>,
     encode: Option<Encode>,
     events_out: VecDeque<DueEvent>,
+    /// Audio we play toward this leg (music on hold, a prompt, a tone): while it plays,
+    /// it replaces what the other leg sends.
+    player: Option<Player>,
 }
 
 impl LegState {
@@ -235,6 +241,7 @@ impl LegState {
             decode: None,
             encode: None,
             events_out: VecDeque::new(),
+            player: None,
         }
     }
 
@@ -389,6 +396,67 @@ impl MediaSession {
         }
     }
 
+    /// An encoder toward `leg` for audio we generate (forwarded legs have none).
+    fn ensure_encoder(&mut self, leg: Leg) {
+        let state = &mut self.legs[leg.index()];
+        let Some(format) = state.audio().cloned() else {
+            return;
+        };
+        let stale = state
+            .encode
+            .as_ref()
+            .is_some_and(|e| e.payload_type != format.payload_type);
+        if state.encode.is_some() && !stale {
+            return;
+        }
+        let Some(encoder) = format.spec().and_then(|spec| encoder_for(&spec).ok()) else {
+            return;
+        };
+        let rate = encoder.rate();
+        state.encode = Some(Encode {
+            encoder,
+            resampler: Resampler::new(rate, rate),
+            payload_type: format.payload_type,
+            pcm: Vec::new(),
+            ssrc: rand::random(),
+            seq: rand::random(),
+            ts: rand::random(),
+            ts_per_frame: format.clock_rate / 50,
+            tones: VecDeque::new(),
+        });
+    }
+
+    /// Plays `source` toward `leg`, replacing what the other party sends it until it ends
+    /// or [`MediaSession::stop_playback`]. A looping source (music on hold) plays until
+    /// stopped.
+    pub fn play(&mut self, leg: Leg, source: Source, now: Instant) {
+        self.ensure_encoder(leg);
+        let Some(rate) = self.legs[leg.index()]
+            .encode
+            .as_ref()
+            .map(|e| e.encoder.rate())
+        else {
+            return; // no codec negotiated on that leg yet
+        };
+        let mut player = Player::new(rate);
+        player.play(source);
+        self.legs[leg.index()].player = Some(player);
+        if self.next_tick.is_none() {
+            self.next_tick = Some(now + FRAME);
+        }
+    }
+
+    /// Stops what plays toward `leg`; the other party is heard again.
+    pub fn stop_playback(&mut self, leg: Leg, now: Instant) {
+        if self.legs[leg.index()].player.take().is_some() {
+            self.rebuild_pipelines(now);
+        }
+    }
+
+    pub fn is_playing(&self, leg: Leg) -> bool {
+        self.legs[leg.index()].player.is_some()
+    }
+
     /// True while audio from `from` is decoded and re-encoded for the other leg.
     pub fn is_transcoding(&self, from: Leg) -> bool {
         self.legs[from.index()].decode.is_some()
@@ -444,7 +512,9 @@ impl MediaSession {
             }
             if !transcode {
                 self.legs[from.index()].decode = None;
-                self.legs[to.index()].encode = None;
+                if self.legs[to.index()].player.is_none() {
+                    self.legs[to.index()].encode = None;
+                }
                 continue;
             }
             let (Some(s), Some(d)) = (src, dst) else {
@@ -495,7 +565,15 @@ impl MediaSession {
                 tones: VecDeque::new(),
             });
         }
-        let any = self.legs.iter().any(|l| l.decode.is_some());
+        for leg in [Leg::A, Leg::B] {
+            if self.legs[leg.index()].player.is_some() {
+                self.ensure_encoder(leg);
+            }
+        }
+        let any = self
+            .legs
+            .iter()
+            .any(|l| l.decode.is_some() || l.player.is_some());
         self.next_tick = match (any, self.next_tick) {
             (false, _) => None,
             (true, Some(t)) => Some(t),
@@ -611,6 +689,9 @@ impl MediaSession {
             return;
         };
         let target = &mut self.legs[leg.other().index()];
+        if target.player.is_some() {
+            return; // what we play replaces the other party
+        }
         let (Some(to), true) = (target.rtp_destination(), target.may_send()) else {
             self.stats.undeliverable += 1;
             return;
@@ -776,20 +857,48 @@ impl MediaSession {
                 }
             }
             self.record_pcm(from, &pcm, rate, now);
-            self.encode_toward(to, &pcm, now);
+            if self.legs[to.index()].player.is_none() {
+                self.encode_toward(to, &pcm, now, true);
+            }
+        }
+        for leg in [Leg::A, Leg::B] {
+            let Some(player) = self.legs[leg.index()].player.as_mut() else {
+                continue;
+            };
+            let frame = player.next_frame();
+            let mut finished = false;
+            while let Some(ev) = player.poll_event() {
+                if let PlayerEvent::Finished(_) = ev {
+                    finished = player.is_idle();
+                }
+            }
+            match frame {
+                Some(f) => self.encode_toward(leg, &f.samples, now, false),
+                None => finished = true,
+            }
+            if finished {
+                self.legs[leg.index()].player = None;
+                self.events.push_back(MediaEvent::PlaybackFinished { leg });
+                self.rebuild_pipelines(now);
+            }
         }
         self.flush_events_out(now);
     }
 
-    /// Resamples and encodes PCM of the other leg toward `to` and sends whole frames.
-    fn encode_toward(&mut self, to: Leg, pcm: &[i16], now: Instant) {
+    /// Encodes PCM toward `to` and sends whole frames: the other leg's decoded audio
+    /// (`resample`: at its decoder's rate), or what we play (already at the encoder's).
+    fn encode_toward(&mut self, to: Leg, pcm: &[i16], now: Instant, resample: bool) {
         let state = &mut self.legs[to.index()];
         let destination = state.rtp_destination().filter(|_| state.may_send());
         let Some(encode) = state.encode.as_mut() else {
             return;
         };
-        let resampled = encode.resampler.process(pcm);
-        encode.pcm.extend_from_slice(&resampled);
+        if resample {
+            let resampled = encode.resampler.process(pcm);
+            encode.pcm.extend_from_slice(&resampled);
+        } else {
+            encode.pcm.extend_from_slice(pcm);
+        }
         let frame = encode.encoder.frame_samples().max(1);
         while encode.pcm.len() >= frame {
             let mut chunk: Vec<i16> = encode.pcm.drain(..frame).collect();
@@ -1308,5 +1417,81 @@ mod tests {
         assert!((fl - 1000.0).abs() < 15.0, "left {fl} Hz");
         assert!((fr - 440.0).abs() < 10.0, "right {fr} Hz");
         assert!(s.stop_recording(t0).is_none());
+    }
+
+    #[test]
+    fn music_on_hold_replaces_the_other_party_until_stopped() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        let (a, b) = (addr("10.0.0.1:4000"), addr("10.0.0.2:5000"));
+        s.play(
+            Leg::B,
+            Source::DefaultMoh {
+                start: crate::player::StartAt::Beginning,
+            },
+            t0,
+        );
+        assert!(s.is_playing(Leg::B));
+        let mut to_b = Vec::new();
+        for i in 0..100u16 {
+            let now = t0 + FRAME * u32::from(i);
+            // The caller keeps talking (silence): none of it reaches B while B is held.
+            let pkt = RtpHeader::new(0, i, 160 * u32::from(i), 5).to_bytes(&[0xff; 160]);
+            s.handle_packet(Leg::A, PacketKind::Rtp, a, &pkt, now);
+            s.handle_timeout(now);
+            while let Some(t) = s.poll_transmit() {
+                assert_eq!(t.leg, Leg::B);
+                to_b.push(t.data);
+            }
+        }
+        assert!(to_b.len() >= 95, "{} packets of music", to_b.len());
+        let pcm: Vec<i16> = to_b
+            .iter()
+            .flat_map(|d| g711::decode_ulaw(RtpPacket::parse(d).unwrap().payload()))
+            .collect();
+        let rms =
+            (pcm.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt();
+        assert!(rms > 300.0, "music on hold is audible (rms {rms})");
+        let seqs: Vec<u16> = to_b
+            .iter()
+            .map(|d| RtpPacket::parse(d).unwrap().sequence())
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+        // Resume: the caller is forwarded again, in the same continuous stream.
+        let t1 = t0 + Duration::from_secs(2);
+        s.stop_playback(Leg::B, t1);
+        let pkt = RtpHeader::new(0, 100, 16000, 5).to_bytes(&[0x55; 160]);
+        s.handle_packet(Leg::A, PacketKind::Rtp, a, &pkt, t1);
+        let t = s.poll_transmit().unwrap();
+        let p = RtpPacket::parse(&t.data).unwrap();
+        assert_eq!((t.to, p.payload()[0]), (b, 0x55));
+        assert_eq!(p.sequence(), seqs.last().unwrap().wrapping_add(1));
+    }
+
+    #[test]
+    fn a_prompt_plays_once_then_reports_finished() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        let clip = std::sync::Arc::new(crate::wav::Clip {
+            rate: 8000,
+            samples: tone(8000, 1000.0, 1600, 0),
+        });
+        s.play(Leg::A, Source::Clip(clip), t0);
+        let mut sent = 0;
+        let mut finished = false;
+        for i in 1..30u32 {
+            s.handle_timeout(t0 + FRAME * i);
+            while s.poll_transmit().is_some() {
+                sent += 1;
+            }
+            while let Some(e) = s.poll_event() {
+                finished |= e == MediaEvent::PlaybackFinished { leg: Leg::A };
+            }
+        }
+        assert!(finished && !s.is_playing(Leg::A));
+        assert!(
+            (10..=12).contains(&sent),
+            "a 200 ms prompt is 10 packets, sent {sent}"
+        );
     }
 }

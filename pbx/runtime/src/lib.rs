@@ -26,6 +26,7 @@ use switchboard_store::Store;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
+pub use media::{load_moh_library, MohLibrary};
 pub use metrics::Metrics;
 
 /// Limits and timings of the driver itself (the protocol's live in `EngineConfig`).
@@ -44,6 +45,8 @@ pub struct DriverConfig {
     pub user_poll_interval: Duration,
     /// Where call recordings go (one folder per day).
     pub recordings_dir: std::path::PathBuf,
+    /// Installed music-on-hold classes (empty: the generated default only).
+    pub moh: MohLibrary,
 }
 
 impl Default for DriverConfig {
@@ -56,6 +59,7 @@ impl Default for DriverConfig {
             shutdown_grace: Duration::from_secs(10),
             user_poll_interval: Duration::from_secs(1),
             recordings_dir: std::path::PathBuf::from("switchboard-data/recordings"),
+            moh: MohLibrary::new(),
         }
     }
 }
@@ -277,7 +281,11 @@ pub async fn run(
     metrics.set_ready(true);
 
     let mut tcp_conns: HashMap<SocketAddr, mpsc::Sender<Arc<[u8]>>> = HashMap::new();
-    let mut media_tasks = media::MediaTasks::new(store.clone(), driver.recordings_dir.clone());
+    let mut media_tasks = media::MediaTasks::new(
+        store.clone(),
+        driver.recordings_dir.clone(),
+        driver.moh.clone(),
+    );
     // RTP sockets bind the SIP listen address (all interfaces when SIP listens on all).
     let media_ip = local.ip();
     let mut connecting: HashMap<SocketAddr, Vec<Arc<[u8]>>> = HashMap::new();

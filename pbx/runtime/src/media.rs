@@ -11,8 +11,9 @@ use std::time::Instant;
 use switchboard_store::{Recording, Store};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use switchboard_core::media::{MediaCommand, MediaNotice};
+use switchboard_core::media::{MediaCommand, MediaNotice, Playback};
 use switchboard_core::ports::PortPair;
+use switchboard_media::player::{MohClass, Source, StartAt};
 use switchboard_media::relay::{Leg, MediaSession, PacketKind};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -23,6 +24,8 @@ use crate::{Input, Metrics};
 pub(crate) enum MediaControl {
     Command(MediaCommand),
     Record(RecordingSpec),
+    Play(Leg, Source),
+    StopPlayback(Leg),
 }
 
 /// Where and as what a call is recorded.
@@ -39,7 +42,11 @@ pub(crate) struct MediaTasks {
     tasks: std::collections::HashMap<u64, mpsc::UnboundedSender<MediaControl>>,
     store: Store,
     recordings_dir: PathBuf,
+    moh: MohLibrary,
 }
+
+/// Music-on-hold classes the admin installed (`--moh-dir`), by name.
+pub type MohLibrary = std::collections::HashMap<String, Arc<MohClass>>;
 
 /// Civil date (proleptic Gregorian) of a unix day number (H. Hinnant's algorithm).
 fn civil_date(unix_secs: u64) -> (i64, u32, u32) {
@@ -70,11 +77,28 @@ fn file_safe(s: &str) -> String {
 }
 
 impl MediaTasks {
-    pub(crate) fn new(store: Store, recordings_dir: PathBuf) -> MediaTasks {
+    pub(crate) fn new(store: Store, recordings_dir: PathBuf, moh: MohLibrary) -> MediaTasks {
         MediaTasks {
             tasks: std::collections::HashMap::new(),
             store,
             recordings_dir,
+            moh,
+        }
+    }
+
+    /// What a playback request means here: an installed class, or the generated music.
+    fn source(&self, what: &Playback) -> Source {
+        let start = StartAt::Random {
+            seed: rand::random(),
+        };
+        match what {
+            Playback::MusicOnHold { class } => match self.moh.get(class) {
+                Some(c) if !c.clips.is_empty() => Source::Moh {
+                    class: c.clone(),
+                    start,
+                },
+                _ => Source::DefaultMoh { start },
+            },
         }
     }
 
@@ -108,6 +132,17 @@ impl MediaTasks {
             MediaCommand::Close { call } => {
                 // Dropping the sender ends the task once it has drained its queue.
                 self.tasks.remove(&call);
+            }
+            MediaCommand::Play { call, leg, what } => {
+                let source = self.source(&what);
+                if let Some(tx) = self.tasks.get(&call) {
+                    let _ = tx.send(MediaControl::Play(leg, source));
+                }
+            }
+            MediaCommand::StopPlayback { call, leg } => {
+                if let Some(tx) = self.tasks.get(&call) {
+                    let _ = tx.send(MediaControl::StopPlayback(leg));
+                }
             }
             MediaCommand::StartRecording {
                 call,
@@ -286,6 +321,8 @@ async fn run_call_media(
                         session.configure_leg(leg, cfg, Instant::now());
                     }
                 }
+                Some(MediaControl::Play(leg, source)) => session.play(leg, source, Instant::now()),
+                Some(MediaControl::StopPlayback(leg)) => session.stop_playback(leg, Instant::now()),
                 Some(MediaControl::Record(spec)) => {
                     if recording.is_none() {
                         recording = open_recording(spec, &mut session, &store).await;
@@ -327,9 +364,68 @@ async fn run_call_media(
     metrics.media_sessions_ended(session.stats());
 }
 
+/// Loads the music-on-hold classes under `dir`: one subdirectory per class, its WAV files
+/// played in name order. A file that cannot be read is skipped with a warning (one bad
+/// file must not silence the rest); a missing directory is the caller's error to report.
+pub fn load_moh_library(dir: &std::path::Path) -> std::io::Result<MohLibrary> {
+    let mut library = MohLibrary::new();
+    let mut classes: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .collect();
+    classes.sort_by_key(|e| e.file_name());
+    for class in classes {
+        let name = class.file_name().to_string_lossy().into_owned();
+        let mut files: Vec<_> = std::fs::read_dir(class.path())?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("wav")))
+            .collect();
+        files.sort();
+        let mut clips = Vec::new();
+        for file in files {
+            let read = std::fs::read(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    switchboard_media::wav::read_wav(&bytes).map_err(|e| e.to_string())
+                });
+            match read {
+                Ok(clip) if !clip.samples.is_empty() => clips.push(Arc::new(clip)),
+                Ok(_) => tracing::warn!(file = %file.display(), "empty music-on-hold file skipped"),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "unreadable music-on-hold file skipped")
+                }
+            }
+        }
+        tracing::info!(class = %name, files = clips.len(), "music on hold class loaded");
+        library.insert(name.clone(), Arc::new(MohClass { name, clips }));
+    }
+    Ok(library)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{civil_date, file_safe};
+    use super::{civil_date, file_safe, load_moh_library};
+
+    #[test]
+    fn moh_classes_load_from_subdirectories_skipping_bad_files() {
+        let dir = std::env::temp_dir().join(format!("sb-moh-{}", std::process::id()));
+        let jazz = dir.join("jazz");
+        std::fs::create_dir_all(&jazz).unwrap();
+        let wav = switchboard_media::wav::write_wav(
+            8000,
+            switchboard_media::wav::Channels::Mono,
+            &vec![1000i16; 800],
+        );
+        std::fs::write(jazz.join("b.wav"), &wav).unwrap();
+        std::fs::write(jazz.join("a.wav"), &wav).unwrap();
+        std::fs::write(jazz.join("broken.wav"), b"RIFF nonsense").unwrap();
+        std::fs::write(jazz.join("notes.txt"), b"not audio").unwrap();
+        let lib = load_moh_library(&dir).unwrap();
+        assert_eq!(lib["jazz"].clips.len(), 2);
+        assert!(load_moh_library(&dir.join("missing")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn dates_of_unix_days() {

@@ -441,6 +441,8 @@ impl Engine {
         };
         let config = SessionConfig {
             rtp_timeout: state.config.rtp_timeout,
+            // The runtime stamps the wall clock when it opens the session.
+            start_ntp: 0,
         };
         self.events
             .push_back(EngineEvent::Media(MediaCommand::Open {

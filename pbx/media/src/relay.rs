@@ -24,6 +24,8 @@ use crate::player::{Player, PlayerEvent, Source};
 use crate::recorder::{Channel, Recorder};
 use crate::resample::Resampler;
 use crate::rtp::rewrite::StreamRewriter;
+use crate::rtp::rtcp::{build_rr, build_sr, ReceiverReport, RtcpPacket, SenderReport};
+use crate::rtp::stats::ReceiverStats;
 use crate::rtp::{is_rtcp, RtpHeader, RtpPacket};
 use crate::AudioFrame;
 
@@ -113,14 +115,31 @@ pub struct LegConfig {
 pub struct SessionConfig {
     /// A leg that should send but has sent nothing for this long raises `RtpTimeout`.
     pub rtp_timeout: Duration,
+    /// Wall-clock time at the session's `now`, as a 64-bit NTP timestamp (RFC 3550 §4),
+    /// for the sender reports of streams we generate. The runtime reads the clock; the
+    /// session never does.
+    pub start_ntp: u64,
 }
 
 impl Default for SessionConfig {
     fn default() -> SessionConfig {
         SessionConfig {
             rtp_timeout: Duration::from_secs(60),
+            start_ntp: 0,
         }
     }
+}
+
+/// RTCP report interval (RFC 3550 §6.2: 5 s minimum, randomised by 0.5–1.5).
+const REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+fn report_delay() -> Duration {
+    REPORT_INTERVAL.mul_f64(0.5 + rand::random::<f64>())
+}
+
+/// A duration as NTP 32.32 fixed point.
+fn ntp_of(d: Duration) -> u64 {
+    (d.as_secs() << 32) + ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +243,14 @@ struct LegState {
     /// Audio we play toward this leg (music on hold, a prompt, a tone): while it plays,
     /// it replaces what the other leg sends.
     player: Option<Player>,
+    /// Reception statistics of the stream this leg sends us, when we terminate it.
+    rx_stats: Option<ReceiverStats>,
+    /// Our generated stream toward this leg: packets, payload octets, last timestamp
+    /// and when it was sent (for sender reports).
+    sent_packets: u32,
+    sent_octets: u32,
+    last_sent: Option<(u32, Instant, u32)>,
+    next_report: Option<Instant>,
 }
 
 impl LegState {
@@ -242,6 +269,11 @@ impl LegState {
             encode: None,
             events_out: VecDeque::new(),
             player: None,
+            rx_stats: None,
+            sent_packets: 0,
+            sent_octets: 0,
+            last_sent: None,
+            next_report: None,
         }
     }
 
@@ -265,6 +297,12 @@ impl LegState {
 
     fn audio(&self) -> Option<&PayloadFormat> {
         self.config.as_ref().and_then(|c| c.audio.as_ref())
+    }
+
+    /// We terminate this leg's RTP: we decode what it sends or generate what it gets,
+    /// so RTCP about those streams is ours to send, not the other leg's to relay.
+    fn terminated(&self) -> bool {
+        self.decode.is_some() || self.encode.is_some()
     }
 
     fn telephone_event(&self) -> Option<(u8, u32)> {
@@ -295,6 +333,7 @@ pub struct FinishedRecording {
 
 pub struct MediaSession {
     config: SessionConfig,
+    created: Instant,
     legs: [LegState; 2],
     recording: Option<Recording>,
     /// The next 20 ms tick, while some direction transcodes.
@@ -308,6 +347,7 @@ impl MediaSession {
     pub fn new(config: SessionConfig, now: Instant) -> MediaSession {
         MediaSession {
             config,
+            created: now,
             legs: [LegState::new(now), LegState::new(now)],
             recording: None,
             next_tick: None,
@@ -570,6 +610,13 @@ impl MediaSession {
                 self.ensure_encoder(leg);
             }
         }
+        for leg in self.legs.iter_mut() {
+            match (leg.terminated(), leg.next_report) {
+                (true, None) => leg.next_report = Some(now + report_delay()),
+                (false, Some(_)) => leg.next_report = None,
+                _ => {}
+            }
+        }
         let any = self
             .legs
             .iter()
@@ -591,7 +638,7 @@ impl MediaSession {
     ) {
         match kind {
             PacketKind::Rtp => self.handle_rtp(leg, from, data, now),
-            PacketKind::Rtcp => self.handle_rtcp(leg, from, data),
+            PacketKind::Rtcp => self.handle_rtcp(leg, from, data, now),
         }
     }
 
@@ -621,7 +668,7 @@ impl MediaSession {
     fn handle_rtp(&mut self, leg: Leg, from: SocketAddr, data: &[u8], now: Instant) {
         // RTCP multiplexed on the RTP port (RFC 5761) is relayed as RTCP.
         if is_rtcp(data) {
-            self.handle_rtcp(leg, from, data);
+            self.handle_rtcp(leg, from, data, now);
             return;
         }
         let Ok(packet) = RtpPacket::parse(data) else {
@@ -658,6 +705,20 @@ impl MediaSession {
         }
         // Transcoding: audio goes through the jitter buffer and the codecs on ticks, and
         // events are re-created on the other leg when their key press ends.
+        if is_audio && self.legs[leg.index()].decode.is_some() {
+            let clock = in_cfg.audio.as_ref().map_or(8000, |a| a.clock_rate);
+            let state = &mut self.legs[leg.index()];
+            let fresh = state
+                .rx_stats
+                .as_ref()
+                .is_none_or(|r| r.ssrc() != packet.ssrc());
+            if fresh {
+                state.rx_stats = Some(ReceiverStats::new(packet.ssrc(), clock));
+            }
+            if let Some(stats) = state.rx_stats.as_mut() {
+                stats.handle_packet(now, packet.sequence(), packet.timestamp());
+            }
+        }
         if let Some(decode) = self.legs[leg.index()].decode.as_mut() {
             if is_audio {
                 decode.jitter.push(
@@ -805,13 +866,34 @@ impl MediaSession {
         }
     }
 
-    fn handle_rtcp(&mut self, leg: Leg, from: SocketAddr, data: &[u8]) {
+    fn handle_rtcp(&mut self, leg: Leg, from: SocketAddr, data: &[u8], now: Instant) {
         if !is_rtcp(data) {
             self.stats.malformed += 1;
             return;
         }
         if !self.accept_source(leg, PacketKind::Rtcp, from) {
             return;
+        }
+        if self.legs[leg.index()].terminated() {
+            // Reports about streams we terminate are for us: note the peer's sender
+            // report (for LSR/DLSR) and relay nothing.
+            if let Ok(packets) = RtcpPacket::parse_compound(data) {
+                if let Some(stats) = self.legs[leg.index()].rx_stats.as_mut() {
+                    for p in packets {
+                        if let RtcpPacket::SenderReport(sr) = p {
+                            if sr.ssrc == stats.ssrc() {
+                                stats.handle_sender_report(now, sr.ntp_timestamp);
+                            }
+                        }
+                    }
+                }
+            } else {
+                self.stats.malformed += 1;
+            }
+            return;
+        }
+        if self.legs[leg.other().index()].terminated() {
+            return; // the other side sees our stream, not this leg's
         }
         let target = &self.legs[leg.other().index()];
         if let (Some(to), true) = (target.rtcp_destination(), target.may_send()) {
@@ -923,6 +1005,10 @@ impl MediaSession {
             let data = RtpHeader::new(encode.payload_type, w.sequence, w.timestamp, w.ssrc)
                 .with_marker(w.switched)
                 .to_bytes(&payload);
+            let clock = encode.ts_per_frame * 50;
+            state.sent_packets = state.sent_packets.wrapping_add(1);
+            state.sent_octets = state.sent_octets.wrapping_add(payload.len() as u32);
+            state.last_sent = Some((w.timestamp, now, clock));
             self.stats.packets_out[to.index()] += 1;
             self.transmits.push_back(MediaTransmit {
                 leg: to,
@@ -950,6 +1036,8 @@ impl MediaSession {
                 let data = RtpHeader::new(e.payload_type, w.sequence, w.timestamp, w.ssrc)
                     .with_marker(e.marker || w.switched)
                     .to_bytes(&e.payload);
+                state.sent_packets = state.sent_packets.wrapping_add(1);
+                state.sent_octets = state.sent_octets.wrapping_add(e.payload.len() as u32);
                 self.stats.packets_out[leg.index()] += 1;
                 self.transmits.push_back(MediaTransmit {
                     leg,
@@ -959,6 +1047,55 @@ impl MediaSession {
                 });
             }
         }
+    }
+
+    /// Sends our RTCP toward a leg we terminate: a sender report when we have sent it
+    /// media (its NTP/RTP timestamps and counts), a receiver report otherwise, with a
+    /// report block on what it sends us, and an SDES CNAME (RFC 3550 §6.1: compound).
+    fn send_report(&mut self, leg: Leg, now: Instant) {
+        let ntp_now = self
+            .config
+            .start_ntp
+            .wrapping_add(ntp_of(now.saturating_duration_since(self.created)));
+        let state = &mut self.legs[leg.index()];
+        state.next_report = Some(now + report_delay());
+        let Some(to) = state.rtcp_destination() else {
+            return;
+        };
+        let reports: Vec<_> = state
+            .rx_stats
+            .as_mut()
+            .filter(|s| s.received() > 0)
+            .map(|s| s.report_block(now))
+            .into_iter()
+            .collect();
+        let ssrc = state.out.ssrc();
+        let data = match state.last_sent {
+            Some((ts, at, clock)) => {
+                let elapsed = now.saturating_duration_since(at);
+                let rtp_timestamp = ts.wrapping_add(
+                    (elapsed.as_micros() as u64 * u64::from(clock) / 1_000_000) as u32,
+                );
+                build_sr(
+                    SenderReport {
+                        ssrc,
+                        ntp_timestamp: ntp_now,
+                        rtp_timestamp,
+                        packet_count: state.sent_packets,
+                        octet_count: state.sent_octets,
+                        reports,
+                    },
+                    "switchboard",
+                )
+            }
+            None => build_rr(ReceiverReport { ssrc, reports }, "switchboard"),
+        };
+        self.transmits.push_back(MediaTransmit {
+            leg,
+            kind: PacketKind::Rtcp,
+            to,
+            data,
+        });
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -974,6 +1111,11 @@ impl MediaSession {
                     rx.handle_timeout(now);
                     self.drain_digits(leg, now);
                 }
+            }
+        }
+        for leg in [Leg::A, Leg::B] {
+            if self.legs[leg.index()].next_report.is_some_and(|t| t <= now) {
+                self.send_report(leg, now);
             }
         }
         // Catch up missed ticks, but never more than 200 ms of them (a stalled runtime
@@ -1009,7 +1151,12 @@ impl MediaSession {
             .legs
             .iter()
             .filter_map(|s| s.events_out.front().map(|e| e.due));
-        rtp.chain(dtmf).chain(due).chain(self.next_tick).min()
+        let reports = self.legs.iter().filter_map(|s| s.next_report);
+        rtp.chain(dtmf)
+            .chain(due)
+            .chain(reports)
+            .chain(self.next_tick)
+            .min()
     }
 
     pub fn poll_transmit(&mut self) -> Option<MediaTransmit> {
@@ -1211,6 +1358,7 @@ mod tests {
         let mut s = MediaSession::new(
             SessionConfig {
                 rtp_timeout: Duration::from_secs(10),
+                ..SessionConfig::default()
             },
             t0,
         );
@@ -1493,5 +1641,90 @@ mod tests {
             (10..=12).contains(&sent),
             "a 200 ms prompt is 10 packets, sent {sent}"
         );
+    }
+
+    #[test]
+    fn terminated_legs_get_our_sender_reports_not_the_peers() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(
+            SessionConfig {
+                start_ntp: 0xE000_0000_0000_0000,
+                ..SessionConfig::default()
+            },
+            t0,
+        );
+        s.configure_leg(Leg::A, leg("10.0.0.1:4000", 0, None), t0);
+        s.configure_leg(Leg::B, opus_leg("10.0.0.2:5000"), t0);
+        let a = addr("10.0.0.1:4000");
+        let mut reports = Vec::new();
+        for i in 0..400u16 {
+            let now = t0 + FRAME * u32::from(i);
+            let pkt = RtpHeader::new(0, i, 160 * u32::from(i), 77).to_bytes(&[0xff; 160]);
+            s.handle_packet(Leg::A, PacketKind::Rtp, a, &pkt, now);
+            if i == 100 {
+                // The caller's own report must not reach the callee: it describes a
+                // stream the callee never sees.
+                let rr = build_rr(
+                    ReceiverReport {
+                        ssrc: 77,
+                        reports: vec![],
+                    },
+                    "alice",
+                );
+                s.handle_packet(Leg::A, PacketKind::Rtcp, addr("10.0.0.1:4001"), &rr, now);
+            }
+            s.handle_timeout(now);
+            while let Some(t) = s.poll_transmit() {
+                if t.kind == PacketKind::Rtcp {
+                    reports.push((t.leg, t.to, t.data));
+                }
+            }
+        }
+        // Eight seconds: at least one report each way, none relayed.
+        for leg in [Leg::A, Leg::B] {
+            let ours: Vec<_> = reports.iter().filter(|r| r.0 == leg).collect();
+            assert!(!ours.is_empty(), "no RTCP toward {leg:?}");
+            for (_, _, data) in &ours {
+                let packets = RtcpPacket::parse_compound(data).unwrap();
+                assert!(packets
+                    .iter()
+                    .any(|p| matches!(p, RtcpPacket::SourceDescription(_))));
+                match leg {
+                    // We send the caller nothing (the callee is silent): a receiver
+                    // report on what the caller sends us.
+                    Leg::A => {
+                        let rr = packets
+                            .iter()
+                            .find_map(|p| match p {
+                                RtcpPacket::ReceiverReport(rr) => Some(rr.clone()),
+                                _ => None,
+                            })
+                            .expect("a receiver report toward A");
+                        assert_ne!(rr.ssrc, 77);
+                        assert_eq!(rr.reports.len(), 1);
+                        assert_eq!(rr.reports[0].ssrc, 77);
+                    }
+                    // The callee gets our transcoded stream: a sender report for it.
+                    Leg::B => {
+                        let sr = packets
+                            .iter()
+                            .find_map(|p| match p {
+                                RtcpPacket::SenderReport(sr) => Some(sr.clone()),
+                                _ => None,
+                            })
+                            .expect("a sender report toward B");
+                        assert_ne!(sr.ssrc, 77);
+                        assert!(sr.packet_count > 0);
+                        assert!(sr.ntp_timestamp > 0xE000_0000_0000_0000);
+                    }
+                }
+            }
+        }
+        assert!(reports
+            .iter()
+            .all(|(_, _, d)| !RtcpPacket::parse_compound(d)
+                .unwrap()
+                .iter()
+                .any(|p| matches!(p, RtcpPacket::ReceiverReport(rr) if rr.ssrc == 77))));
     }
 }

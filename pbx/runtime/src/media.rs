@@ -48,6 +48,15 @@ pub(crate) struct MediaTasks {
 /// Music-on-hold classes the admin installed (`--moh-dir`), by name.
 pub type MohLibrary = std::collections::HashMap<String, Arc<MohClass>>;
 
+/// The wall clock as a 64-bit NTP timestamp (seconds since 1900 in the high half).
+fn ntp_now() -> u64 {
+    const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    ((d.as_secs() + NTP_UNIX_OFFSET) << 32) + ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
+}
+
 /// Civil date (proleptic Gregorian) of a unix day number (H. Hinnant's algorithm).
 fn civil_date(unix_secs: u64) -> (i64, u32, u32) {
     let z = (unix_secs / 86_400) as i64 + 719_468;
@@ -115,7 +124,13 @@ impl MediaTasks {
         metrics: &Arc<Metrics>,
     ) {
         match command {
-            MediaCommand::Open { call, a, b, config } => {
+            MediaCommand::Open {
+                call,
+                a,
+                b,
+                mut config,
+            } => {
+                config.start_ntp = ntp_now();
                 let (tx, rx) = mpsc::unbounded_channel();
                 self.tasks.insert(call, tx);
                 tokio::spawn(run_call_media(

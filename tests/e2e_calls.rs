@@ -11,37 +11,9 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use common::sipp::{register, RunningSipp, Sipp};
-use common::{free_port, peer_available, wait_until, Server, ServerOptions, User, LOCALHOST};
-
-fn alice() -> User {
-    User::new("alice", "alice-secret").extension("101")
-}
-
-fn bob() -> User {
-    User::new("bob", "bob-secret").extension("102")
-}
-
-/// A server with alice (101) and bob (102), alice registered from the port
-/// her UAC will call from.
-struct Pbx {
-    server: Server,
-    alice: User,
-    bob: User,
-    alice_port: u16,
-}
-
-fn pbx(options: ServerOptions) -> Pbx {
-    let (alice, bob) = (alice(), bob());
-    let server = Server::start(options.user(alice.clone()).user(bob.clone()));
-    let alice_port = free_port();
-    register(&server, &alice, alice_port);
-    Pbx {
-        server,
-        alice,
-        bob,
-        alice_port,
-    }
-}
+use common::{
+    free_port, pbx, peer_available, wait_until, Pbx, Server, ServerOptions, User, LOCALHOST,
+};
 
 impl Pbx {
     /// Registers `user` from a fresh port and starts the UAS `scenario` on

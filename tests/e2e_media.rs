@@ -18,8 +18,8 @@ use common::media::{
 };
 use common::sipp::{register, RunningSipp, Sipp};
 use common::{
-    free_port, metric_sum, peer_available, read_lossy, wait_until, wait_until_or, Server,
-    ServerOptions, User, LOCALHOST,
+    alice, bob, free_port, metric_sum, pbx, peer_available, read_lossy, wait_until, wait_until_or,
+    Pbx, Server, ServerOptions, LOCALHOST,
 };
 
 const G711A_PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
@@ -27,36 +27,6 @@ const DTMF_1_PCAP: &str = "/usr/share/sip-tester/dtmf_2833_1.pcap";
 
 /// How long SIP signalling may take to set a call up on a loaded machine.
 const SETUP_DEADLINE: Duration = Duration::from_secs(10);
-
-fn alice() -> User {
-    User::new("alice", "alice-secret").extension("101")
-}
-
-fn bob() -> User {
-    User::new("bob", "bob-secret").extension("102")
-}
-
-/// A server with alice (101) and bob (102), alice registered from the port
-/// her UAC will call from.
-struct Pbx {
-    server: Server,
-    alice: User,
-    bob: User,
-    alice_port: u16,
-}
-
-fn pbx(options: ServerOptions) -> Pbx {
-    let (alice, bob) = (alice(), bob());
-    let server = Server::start(options.user(alice.clone()).user(bob.clone()));
-    let alice_port = free_port();
-    register(&server, &alice, alice_port);
-    Pbx {
-        server,
-        alice,
-        bob,
-        alice_port,
-    }
-}
 
 /// A SIPp run whose files the test reads afterwards (the message trace).
 struct Party {

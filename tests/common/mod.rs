@@ -665,3 +665,36 @@ impl Drop for Server {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The two-user PBX most call tests start from
+
+pub fn alice() -> User {
+    User::new("alice", "alice-secret").extension("101")
+}
+
+pub fn bob() -> User {
+    User::new("bob", "bob-secret").extension("102")
+}
+
+/// A server with alice (101) and bob (102), alice registered from the port her UAC will
+/// call from (suites add their own helpers in `impl Pbx` blocks).
+pub struct Pbx {
+    pub server: Server,
+    pub alice: User,
+    pub bob: User,
+    pub alice_port: u16,
+}
+
+pub fn pbx(options: ServerOptions) -> Pbx {
+    let (alice, bob) = (alice(), bob());
+    let server = Server::start(options.user(alice.clone()).user(bob.clone()));
+    let alice_port = free_port();
+    sipp::register(&server, &alice, alice_port);
+    Pbx {
+        server,
+        alice,
+        bob,
+        alice_port,
+    }
+}

@@ -153,6 +153,24 @@ pub(crate) struct Call {
 }
 
 impl Call {
+    /// Keeps an ACK we sent for a 2xx so that a retransmission of that 2xx is ACKed
+    /// again (§13.2.2.4); returns the bytes to send.
+    fn remember_ack(
+        &mut self,
+        call_id: String,
+        cseq: u32,
+        data: Vec<u8>,
+        target: Target,
+    ) -> Vec<u8> {
+        self.acks.push(SentAck {
+            call_id,
+            cseq,
+            data: data.clone(),
+            target,
+        });
+        data
+    }
+
     fn is_live(&self) -> bool {
         self.state != CallState::Ending
     }
@@ -784,13 +802,8 @@ impl Engine {
                     let target = b.dialog.target;
                     let bye = b.dialog.request(Method::Bye, &local, &new_branch());
                     b.state = BranchState::Done(status);
-                    let data = ack.to_bytes();
-                    call.acks.push(SentAck {
-                        call_id: b.dialog.call_id.clone(),
-                        cseq: b.invite_cseq,
-                        data: data.clone(),
-                        target,
-                    });
+                    let (call_id, cseq) = (b.dialog.call_id.clone(), b.invite_cseq);
+                    let data = call.remember_ack(call_id, cseq, ack.to_bytes(), target);
                     self.send_direct(data, target);
                     if let Some(tx) = self.send_request(bye, target, now) {
                         self.client_roles.insert(tx, (key, ClientRole::Own));
@@ -872,12 +885,7 @@ impl Engine {
             set_body(&mut out.headers, &mut out.body, anchored, body);
             let data = out.to_bytes();
             let target = b.dialog.target;
-            call.acks.push(SentAck {
-                call_id: b.dialog.call_id.clone(),
-                cseq: b.invite_cseq,
-                data: data.clone(),
-                target,
-            });
+            let data = call.remember_ack(b.dialog.call_id.clone(), b.invite_cseq, data, target);
             self.send_direct(data, target);
             if anchored {
                 self.media_caller_acked(key, &ack);
@@ -914,12 +922,7 @@ impl Engine {
         let far_call_id = far.call_id.clone();
         call.acks
             .retain(|a| a.call_id != far_call_id || a.cseq < far_cseq);
-        call.acks.push(SentAck {
-            call_id: far_call_id,
-            cseq: far_cseq,
-            data: data.clone(),
-            target,
-        });
+        let data = call.remember_ack(far_call_id, far_cseq, data, target);
         self.send_direct(data, target);
     }
 
@@ -1179,27 +1182,24 @@ impl Engine {
         let a_bye = call.a.request(Method::Bye, &local, &new_branch());
         byes.push((a_bye, call.a.target));
         if let Some(w) = call.winner {
-            let b = &mut call.branches[w];
             // The callee's 2xx is ACKed only when the caller ACKs ours; if that never
             // happened (the caller's ACK timed out, or shutdown came first) ACK it now:
             // a UAC ACKs every 2xx before it sends BYE (RFC 3261 §13.2.2.4), and the
             // callee would otherwise retransmit its 2xx for 64*T1 after the BYE.
+            let (call_id, cseq, target) = {
+                let b = &call.branches[w];
+                (b.dialog.call_id.clone(), b.invite_cseq, b.dialog.target)
+            };
             let acked = call
                 .acks
                 .iter()
-                .any(|a| a.call_id == b.dialog.call_id && a.cseq == b.invite_cseq);
+                .any(|a| a.call_id == call_id && a.cseq == cseq);
             if !acked {
-                let data = b
+                let data = call.branches[w]
                     .dialog
-                    .ack(b.invite_cseq, &local, &new_branch())
+                    .ack(cseq, &local, &new_branch())
                     .to_bytes();
-                let target = b.dialog.target;
-                call.acks.push(SentAck {
-                    call_id: b.dialog.call_id.clone(),
-                    cseq: b.invite_cseq,
-                    data: data.clone(),
-                    target,
-                });
+                let data = call.remember_ack(call_id, cseq, data, target);
                 // Queued before the BYEs: direct sends are drained first.
                 self.transmits
                     .push_back(switchboard_sip::transaction::Transmit {
@@ -1207,6 +1207,7 @@ impl Engine {
                         data: data.into(),
                     });
             }
+            let b = &mut call.branches[w];
             let d = &mut b.dialog;
             byes.push((d.request(Method::Bye, &local, &new_branch()), d.target));
         }

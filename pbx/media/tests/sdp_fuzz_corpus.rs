@@ -64,65 +64,22 @@ const LINES: &[&str] = &[
     "v=0\n",
 ];
 
+/// The shared text mutations, plus one of SDP's own: a whole line inserted at a line
+/// boundary (duplicate or misplaced `c=`, `m=`, `a=` lines).
 fn mutate(rng: &mut StdRng, input: &[u8], other: &[u8]) -> Vec<u8> {
-    let mut out = input.to_vec();
-    for _ in 0..rng.gen_range(1..=4) {
-        let len = out.len();
-        match rng.gen_range(0..9) {
-            0 if len > 0 => {
-                let i = rng.gen_range(0..len);
-                out[i] ^= 1 << rng.gen_range(0..8);
-            }
-            1 => {
-                let i = rng.gen_range(0..=len);
-                out.insert(i, INTERESTING[rng.gen_range(0..INTERESTING.len())]);
-            }
-            2 if len > 0 => {
-                let i = rng.gen_range(0..len);
-                let n = rng.gen_range(1..=(len - i).min(16));
-                out.drain(i..i + n);
-            }
-            3 if len > 0 => {
-                let i = rng.gen_range(0..len);
-                out[i] = INTERESTING[rng.gen_range(0..INTERESTING.len())];
-            }
-            4 if len > 0 => {
-                // Duplicate a chunk (repeated lines, doubled separators).
-                let i = rng.gen_range(0..len);
-                let n = rng.gen_range(1..=(len - i).min(64));
-                let chunk = out[i..i + n].to_vec();
-                let at = rng.gen_range(0..=out.len());
-                out.splice(at..at, chunk);
-            }
-            5 if len > 0 => out.truncate(rng.gen_range(0..len)),
-            6 if !other.is_empty() => {
-                // Splice in part of another description.
-                let i = rng.gen_range(0..other.len());
-                let n = rng.gen_range(1..=(other.len() - i).min(128));
-                let at = rng.gen_range(0..=out.len());
-                out.splice(at..at, other[i..i + n].iter().copied());
-            }
-            7 => {
-                // Insert a whole line at a line boundary.
-                let line = LINES[rng.gen_range(0..LINES.len())].as_bytes();
-                let starts: Vec<usize> = std::iter::once(0)
-                    .chain(
-                        out.iter()
-                            .enumerate()
-                            .filter(|(_, b)| **b == b'\n')
-                            .map(|(i, _)| i + 1),
-                    )
-                    .collect();
-                let at = starts[rng.gen_range(0..starts.len())];
-                out.splice(at..at, line.iter().copied());
-            }
-            _ => {
-                // A huge number in front of a digit run.
-                if let Some(i) = out.iter().position(|b| b.is_ascii_digit()) {
-                    out.splice(i..i, b"99999999999999999999".iter().copied());
-                }
-            }
-        }
+    let mut out = switchboard_testkit::mutate_text(rng, input, other, INTERESTING);
+    if rng.gen_range(0..4) == 0 {
+        let line = LINES[rng.gen_range(0..LINES.len())].as_bytes();
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(
+                out.iter()
+                    .enumerate()
+                    .filter(|(_, b)| **b == b'\n')
+                    .map(|(i, _)| i + 1),
+            )
+            .collect();
+        let at = starts[rng.gen_range(0..starts.len())];
+        out.splice(at..at, line.iter().copied());
     }
     out
 }

@@ -44,55 +44,7 @@ fn corpus() -> Vec<Vec<u8>> {
 const INTERESTING: &[u8] = b"\r\n \t:;,=<>\"\\%@?/[]0123456789\x00\x7f\xff\xc3SIP";
 
 fn mutate(rng: &mut StdRng, input: &[u8], other: &[u8]) -> Vec<u8> {
-    let mut out = input.to_vec();
-    for _ in 0..rng.gen_range(1..=4) {
-        let len = out.len();
-        match rng.gen_range(0..8) {
-            0 if len > 0 => {
-                let i = rng.gen_range(0..len);
-                out[i] ^= 1 << rng.gen_range(0..8);
-            }
-            1 => {
-                let i = rng.gen_range(0..=len);
-                let b = INTERESTING[rng.gen_range(0..INTERESTING.len())];
-                out.insert(i, b);
-            }
-            2 if len > 0 => {
-                let i = rng.gen_range(0..len);
-                let n = rng.gen_range(1..=(len - i).min(16));
-                out.drain(i..i + n);
-            }
-            3 if len > 0 => {
-                let i = rng.gen_range(0..len);
-                out[i] = INTERESTING[rng.gen_range(0..INTERESTING.len())];
-            }
-            4 if len > 0 => {
-                // Duplicate a chunk (repeated headers, doubled separators).
-                let i = rng.gen_range(0..len);
-                let n = rng.gen_range(1..=(len - i).min(64));
-                let chunk = out[i..i + n].to_vec();
-                let at = rng.gen_range(0..=out.len());
-                out.splice(at..at, chunk);
-            }
-            5 if len > 0 => {
-                out.truncate(rng.gen_range(0..len));
-            }
-            6 if !other.is_empty() => {
-                // Splice in part of another message.
-                let i = rng.gen_range(0..other.len());
-                let n = rng.gen_range(1..=(other.len() - i).min(128));
-                let at = rng.gen_range(0..=out.len());
-                out.splice(at..at, other[i..i + n].iter().copied());
-            }
-            _ => {
-                // Replace a digit run's digit with a huge number.
-                if let Some(i) = out.iter().position(|b| b.is_ascii_digit()) {
-                    out.splice(i..i, b"99999999999999999999".iter().copied());
-                }
-            }
-        }
-    }
-    out
+    switchboard_testkit::mutate_text(rng, input, other, INTERESTING)
 }
 
 fn run(target: fn(&[u8]), salt: u64, pieces: impl Fn(&[u8]) -> Vec<Vec<u8>>) {

@@ -242,14 +242,26 @@ pub async fn run(
         let mut shutdown = shutdown.clone();
         let interval = driver.user_poll_interval;
         tokio::spawn(async move {
+            // An unreachable database is logged when it fails and when it recovers, not
+            // once a second in between.
+            let mut failing = false;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(interval) => {}
                     _ = shutdown.changed() => return,
                 }
-                match store.users_revision().await {
-                    Ok(r) if r != revision => match store.list_users().await {
-                        Ok(users) => {
+                let polled = match store.users_revision().await {
+                    Ok(r) if r != revision => store.list_users().await.map(|u| (r, Some(u))),
+                    Ok(r) => Ok((r, None)),
+                    Err(e) => Err(e),
+                };
+                match polled {
+                    Ok((r, users)) => {
+                        if failing {
+                            tracing::info!("the database answers again");
+                            failing = false;
+                        }
+                        if let Some(users) = users {
                             revision = r;
                             tracing::info!(users = users.len(), "user directory reloaded");
                             if input_tx
@@ -260,10 +272,12 @@ pub async fn run(
                                 return;
                             }
                         }
-                        Err(e) => tracing::warn!(error = %e, "reloading users failed"),
-                    },
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "polling the user revision failed"),
+                    }
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::error!(error = %e, "cannot read users from the database; serving the last known directory");
+                    }
+                    Err(_) => {}
                 }
             }
         })
@@ -513,6 +527,8 @@ fn handle_udp(
 
 async fn store_writer(store: Store, mut rx: mpsc::Receiver<BindingChange>, metrics: Arc<Metrics>) {
     let mut batch: Vec<BindingChange> = Vec::with_capacity(1024);
+    // Failures are counted each time but logged once per outage.
+    let mut failing = false;
     while rx.recv_many(&mut batch, 1024).await > 0 {
         // Only the last change of each contact in a batch matters.
         let mut latest: HashMap<(String, String), BindingChange> = HashMap::new();
@@ -528,9 +544,19 @@ async fn store_writer(store: Store, mut rx: mpsc::Receiver<BindingChange>, metri
                 BindingChange::Upserted(b) => store.save_binding(&binding_to_store(b)).await,
                 BindingChange::Removed { aor, contact } => store.delete_binding(aor, contact).await,
             };
-            if let Err(e) = r {
-                metrics.count_store_error();
-                tracing::error!(error = %e, "persisting a registration failed");
+            match r {
+                Err(e) => {
+                    metrics.count_store_error();
+                    if !failing {
+                        failing = true;
+                        tracing::error!(error = %e, "persisting registrations fails; they live in memory until the database answers (switchboard_store_errors_total counts them)");
+                    }
+                }
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("registrations are persisted again");
+                }
+                Ok(()) => {}
             }
         }
     }

@@ -17,7 +17,7 @@
 #   2. ramp (RAMP=1, default): the shared harness's find_max: the highest rate
 #      with < 0.1 % failed calls and >= 95 % of the offered rate generated,
 #      plus the stricter "clean" maximum (retrans <= 1 %, p99 <= 100 ms)
-# env: SERVER_PID (needed for CPU figures), RUNS, TARGET_CPS, FIXED_SECS, RAMP,
+# env: RAMP_RUNS (ramp repetitions, default RUNS), SERVER_PID (needed for CPU figures), RUNS, TARGET_CPS, FIXED_SECS, RAMP,
 #      STEP_SECS (15), START_RATE (500), FACTOR (1.5), BISECT (2), CALL_MS (0),
 #      MAX_TRY, USERS (10000), RESULTS
 source "$(dirname "$0")/common.sh"
@@ -54,7 +54,7 @@ echo "$FIXED_SUMMARY"
 
 if [ "${RAMP:-1}" = 1 ]; then
   maxes=(); lines=()
-  for ((run = 1; run <= RUNS; run++)); do
+  for ((run = 1; run <= ${RAMP_RUNS:-$RUNS}; run++)); do
     find_max "calls_$MODE" "${START_RATE:-500}" "${FACTOR:-1.5}" "${BISECT:-2}" "${UAC[@]}"
     echo "run $run: calls_$MODE max_cps=$MAX_RATE at: $MAX_LINE"
     maxes+=("$MAX_RATE"); lines+=("$MAX_LINE")
@@ -65,6 +65,6 @@ if [ "${RAMP:-1}" = 1 ]; then
     u+=("$(field cpu_uac "$l" | tr -d %)"); r+=("$(field rt1_p99_ms "$l")")
   done
   echo "$FIXED_SUMMARY"
-  echo "SUMMARY calls_$MODE target=$THOST:$TPORT call_ms=$CALL_MS max_cps $(median_spread "${maxes[@]}") runs=$RUNS [${maxes[*]}] server_cpu_at_max=[${c[*]}]% cpu_s_per_1000_calls_at_max=[${k[*]}] uac_cpu=[${u[*]}]% setup_p99_ms=[${r[*]}] (<0.1% failed, >=95% of offered rate generated)"
+  echo "SUMMARY calls_$MODE target=$THOST:$TPORT call_ms=$CALL_MS max_cps $(median_spread "${maxes[@]}") runs=${RAMP_RUNS:-$RUNS} [${maxes[*]}] server_cpu_at_max=[${c[*]}]% cpu_s_per_1000_calls_at_max=[${k[*]}] uac_cpu=[${u[*]}]% setup_p99_ms=[${r[*]}] (<0.1% failed, >=95% of offered rate generated)"
   echo "SUMMARY calls_${MODE}_clean target=$THOST:$TPORT $(clean_summary)"
 fi

@@ -8,14 +8,14 @@
 #                config (no INVITE auth); calls auth with the same config plus
 #                proxy auth on INVITE (kamailio/start.sh invite_auth)
 # usage: run_all.sh [switchboard|kamailio|both]   (default both)
-# env: RUNS (2), STEP_SECS (10), FIXED_SECS (20), TARGET_CPS (1000),
+# env: RUNS (2: fixed-rate runs), RAMP_RUNS (1: ramps), STEP_SECS (10), FIXED_SECS (20), TARGET_CPS (1000),
 #      NO_BUILD=1, LOAD_MAX (1.0: wait, up to LOAD_WAIT=600 s, until the
 #      1-minute load average is below it), REG_START_RATE (2000),
 #      CALL_START_RATE (500). Quick look: RUNS=1 STEP_SECS=5 FIXED_SECS=5
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd); ROOT=$(dirname "$HERE")
 WHICH=${1:-both}
-export RUNS=${RUNS:-2} STEP_SECS=${STEP_SECS:-10} FIXED_SECS=${FIXED_SECS:-20} TARGET_CPS=${TARGET_CPS:-1000}
+export RAMP_RUNS=${RAMP_RUNS:-1} RUNS=${RUNS:-2} STEP_SECS=${STEP_SECS:-10} FIXED_SECS=${FIXED_SECS:-20} TARGET_CPS=${TARGET_CPS:-1000}
 OUT=${OUT:-$HERE/results/run_all-$(date +%Y%m%d-%H%M%S)}; mkdir -p "$OUT"
 RESULTS=$OUT/common source "$HERE/common.sh"
 set +e
@@ -46,7 +46,7 @@ run() {  # run NAME cmd... : tee its output to $OUT/NAME.log
 {
 echo "# run_all $(date -u +%Y-%m-%dT%H:%MZ) host=$(hostname) cpus=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "# kernel $(uname -r); $(sipp -v 2>/dev/null | grep -o 'SIPp v[0-9.]*' | head -1); kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}')"
-echo "# RUNS=$RUNS STEP_SECS=$STEP_SECS FIXED_SECS=$FIXED_SECS TARGET_CPS=$TARGET_CPS"
+echo "# RAMP_RUNS=$RAMP_RUNS RUNS=$RUNS STEP_SECS=$STEP_SECS FIXED_SECS=$FIXED_SECS TARGET_CPS=$TARGET_CPS"
 } | tee "$OUT/header.txt"
 
 if [ "$WHICH" != kamailio ]; then

@@ -147,7 +147,7 @@ pub(crate) struct Call {
     /// A relayed INVITE is outstanding (glare guard, RFC 3261 §14.1).
     reinvite_in_progress: bool,
     /// Server transactions whose 2xx awaits an ACK (see `Engine::ack_waiters`).
-    ack_waits: Vec<ServerTxId>,
+    ack_waits: Vec<(ServerTxId, String, u32)>,
     /// Anchored media, when the engine anchors media.
     pub(crate) media: Option<crate::media::CallMedia>,
 }
@@ -542,8 +542,12 @@ impl Engine {
         }
         self.dialogs
             .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
-        for id in &call.ack_waits {
+        // A call that ends stops retransmitting its 2xx: a BYE from the caller proves
+        // the 2xx arrived even if its ACK was lost (§15.1.1), and after our own BYE the
+        // 2xx has nothing left to confirm.
+        for (id, call_id, cseq) in &call.ack_waits {
             self.ack_waiters.remove(id);
+            self.tx.ack_received(call_id, *cseq);
         }
         for b in &call.branches {
             self.dialogs
@@ -779,7 +783,8 @@ impl Engine {
                         self.server_roles.remove(&a_tx);
                         self.ack_waiters.insert(a_tx, key);
                         if let Some(c) = self.calls.get_mut(&key) {
-                            c.ack_waits.push(a_tx);
+                            c.ack_waits
+                                .push((a_tx, c.a.call_id.clone(), c.a_invite_cseq));
                         }
                         self.respond(a_tx, out, now);
                     }
@@ -1148,7 +1153,11 @@ impl Engine {
         copy_relayed_headers(&resp.headers, &mut out.headers);
         if out.is_success() && is_invite {
             self.ack_waiters.insert(server, key);
-            call.ack_waits.push(server);
+            call.ack_waits.push((
+                server,
+                request.call_id().unwrap_or_default().to_string(),
+                request.cseq().map(|c| c.seq).unwrap_or(0),
+            ));
         }
         if anchored && carries_sdp {
             set_body(

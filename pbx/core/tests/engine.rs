@@ -10,7 +10,7 @@ use switchboard_sip::digest::{self, Algorithm, Credentials, Qop};
 use switchboard_sip::transaction::ClientTxId;
 use switchboard_sip::{HeaderName, Message, Method, NameAddr, Request, Response};
 
-use support::{parse_challenge, secs, udp, Net, PhoneId, Seen, SDP_ANSWER, SDP_OFFER};
+use support::{parse_challenge, secs, udp, Net, PhoneId, Seen, ENGINE_PORT, SDP_ANSWER, SDP_OFFER};
 
 const CALLER_PORT: u16 = 5061;
 const DEV1_PORT: u16 = 5071;
@@ -1123,4 +1123,33 @@ fn info_dtmf_is_reported_and_relayed() {
             source: "info",
         }]
     );
+}
+
+/// The caller's ACK is lost but it hangs up: its BYE proves it got the 200, so the 200
+/// stops being retransmitted at once (not for 64*T1 after the call ended).
+#[test]
+fn a_bye_from_the_caller_stops_the_200_retransmissions() {
+    let mut c = registered();
+    // Every ACK toward the engine is lost on the wire (the callee's leg is ACKed by the
+    // engine itself, so only the caller's ACKs match).
+    c.net
+        .drop_when(|d| d.data.starts_with(b"ACK ") && d.to.addr.port() == ENGINE_PORT);
+    let tx = ring(&mut c);
+    let (caller, dev2) = (c.caller, c.dev2);
+    answer(&mut c, dev2, 200);
+    assert_eq!(c.net.phone(caller).final_response(tx).unwrap().status, 200);
+    let a_id = c.net.phone(caller).sent[&tx].call_id().unwrap().to_string();
+    let bye = c.net.phone(caller).in_dialog(&a_id, Method::Bye);
+    let bye_tx = c.net.send(caller, bye);
+    assert_eq!(c.net.phone(caller).statuses(bye_tx), vec![200]);
+    let after_bye = c.net.phone(caller).statuses(tx).len();
+    c.net.advance(secs(40));
+    assert_eq!(
+        c.net.phone(caller).statuses(tx).len(),
+        after_bye,
+        "the 200 was retransmitted after the BYE: {}",
+        c.net.wire_log()
+    );
+    assert_eq!(c.net.phone(dev2).count(Method::Bye), 1);
+    assert_eq!(c.net.engine.stats().active_calls, 0);
 }

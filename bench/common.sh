@@ -79,7 +79,8 @@ register_callee() {
 
 # sb_start BIN DATA_DIR: import the bench users into a fresh data directory and
 # start `switchboard serve` on free loopback ports (log level SWITCHBOARD_LOG,
-# default warn: info logs every call). Sets SB_PID, SB_SIP (host:port), SB_HTTP.
+# default warn: info logs every call; extra `serve` arguments in SB_SERVE_ARGS,
+# e.g. "--rtp-ports 46000-48999"). Sets SB_PID, SB_SIP (host:port), SB_HTTP.
 sb_start() {
   local bin=$1 dir=$2 sip http
   mkdir -p "$dir"
@@ -88,7 +89,7 @@ sb_start() {
     || { tail "$dir/import.log" >&2; die "user import failed"; }
   read -r sip http < <(free_ports 2)
   SWITCHBOARD_LOG=${SWITCHBOARD_LOG:-warn} "$bin" --data-dir "$dir" --domain bench.local serve \
-    --sip-listen "127.0.0.1:$sip" --http-listen "127.0.0.1:$http" >"$dir/server.log" 2>&1 &
+    --sip-listen "127.0.0.1:$sip" --http-listen "127.0.0.1:$http" ${SB_SERVE_ARGS:-} >"$dir/server.log" 2>&1 &
   SB_PID=$!; SB_SIP=127.0.0.1:$sip; SB_HTTP=127.0.0.1:$http
   local i
   for i in $(seq 1 100); do
@@ -123,4 +124,18 @@ run_step() {
       'BEGIN{ if (n > 0) printf "%.3f", 1000 * t / hz / n; else print "na" }')
   fi
   STEP_LINE="$STEP_LINE cpu_s_per_1k=$per"
+}
+
+# wait_load: wait (up to LOAD_WAIT=600 s) until the 1-minute load average is
+# below LOAD_MAX (1.0); the machine is shared.
+wait_load() {
+  local max=${LOAD_MAX:-1.0} waited=0 l
+  while :; do
+    l=$(cut -d' ' -f1 /proc/loadavg)
+    awk -v l="$l" -v m="$max" 'BEGIN{exit !(l < m)}' && break
+    [ "$waited" -ge "${LOAD_WAIT:-600}" ] && { echo "# load still $l after ${waited}s: running anyway"; break; }
+    [ "$waited" = 0 ] && echo "# load $l >= $max: waiting (up to ${LOAD_WAIT:-600}s)"
+    sleep 5; waited=$((waited + 5))
+  done
+  echo "# load: $(uptime)"
 }

@@ -10,6 +10,8 @@
 #                       From user = authenticated user, like Switchboard; the
 #                       only change to the shared config is that block
 #   UAS_URI: where INVITEs for user "uas" go when it has no registration
+# env KAM_RTPE_NG=HOST:PORT: anchor media through rtpengine (the shared
+#   config's WITH_RTPENGINE, its ng socket moved to HOST:PORT)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/../common.sh" >/dev/null
@@ -18,6 +20,7 @@ CHILDREN=${KAM_CHILDREN:-2}
 mkdir -p "$W/db"
 # control socket in the work dir; optional INVITE authentication block
 sed -e "s#unix:/tmp/kamailio_bench_ctl#unix:$W/ctl#" \
+    -e "s#udp:127.0.0.1:2223#udp:${KAM_RTPE_NG:-127.0.0.1:2223}#" \
     -e '/^\tif (is_method("INVITE")) {$/{
 i\
 #!ifdef WITH_INVITE_AUTH\
@@ -39,6 +42,7 @@ if [ "$MODE" != plain ]; then
   printf 'table_name(string) table_version(int)\nsubscriber_ht:2\n' > "$W/db/version"
 fi
 [ "$MODE" = invite_auth ] && DEFS+=(-A WITH_INVITE_AUTH)
+[ -n "${KAM_RTPE_NG:-}" ] && DEFS+=(-A WITH_RTPENGINE)
 [ -n "$UAS" ] && DEFS+=(-A "UAS_TARGET=\"$UAS\"")
 kamailio -DD -E -f "$W/kamailio.cfg" -L /usr/lib/x86_64-linux-gnu/kamailio/modules \
   -l "udp:127.0.0.1:$PORT" -n "$CHILDREN" -m 512 -M 16 -Y "$W" \

@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# Media benchmark (issue 3): N concurrent calls with 20 ms G.711 RTP in both
+# directions through the relay, Switchboard and/or rtpengine (userspace,
+# driven by Kamailio), plus the CPU cost of PCMU<->Opus transcoded calls.
+#
+# Per load (N in CALLS):
+#   - callers: SIPp, scenarios/uac_call_auth_rtp.xml.in (INVITE digest auth as
+#     calls.sh, offer PCMA only), N calls started over RAMP_SECS, each playing a
+#     MEDIA_SECS-long pcap of 20 ms PCMA packets (tools/gen_rtp_pcap.py) and
+#     hanging up 1 s after it ends; callee: SIPp with the shared
+#     uas_call_rtp.xml (answers PCMA) and -rtp_echo (every packet back to its
+#     source). So each call carries 50 packets/s each way through the relay.
+#   - measurement window: WINDOW_SECS from RAMP_SECS+2 s on (all N calls
+#     established and sending, no call setup/teardown): CPU ticks of the relay
+#     process (Switchboard; rtpengine), of Kamailio, of the SIPp caller and
+#     callee, and per-socket kernel drops (/proc/net/udp) in the relay's port
+#     range at the end of the window.
+#   - packets: relay counters over the whole run (Switchboard /metrics
+#     switchboard_rtp_packets_{received,sent}_total, added when a call ends;
+#     rtpengine CLI "Total relayed packets"), against the expected
+#     2 x N x packets-per-pcap (+ the probe's); loss = 1 - relayed/expected.
+#   - latency: tools/rtp_probe.py during the window: one extra call (user
+#     1009999 calls user 1009999, whose registered UAS answers with the probe's
+#     echo socket as media address), timestamped RTP through the relay and
+#     straight to the same echo, added = relayed RTT - direct RTT (p50, p99).
+# Transcoding (Switchboard only, TRANSCODE counts): callers offer PCMU only,
+# the callee (scenarios/uas_call_opus.xml) answers opus/48000/2 only and
+# echoes, so Switchboard decodes/encodes both ways; server CPU over TC_SECS.
+#
+# usage: media.sh [switchboard|rtpengine|both]   (default both)
+# env: CALLS ("100 250 500"), MEDIA_SECS (30), RAMP_SECS (10), WINDOW_SECS (15),
+#      TRANSCODE ("1 20"), TC_SECS (20), RTP_RANGE (12000-14999: relay ports,
+#      below the ephemeral range that free_ports draws from),
+#      RTPE_THREADS (2), NO_BUILD=1, LOAD_MAX (1.0), LOAD_WAIT (600), OUT
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd); ROOT=$(dirname "$HERE")
+WHICH=${1:-both}
+CALLS=${CALLS:-100 250 500}; MEDIA_SECS=${MEDIA_SECS:-30}; RAMP_SECS=${RAMP_SECS:-10}
+WINDOW_SECS=${WINDOW_SECS:-15}; TRANSCODE=${TRANSCODE:-1 20}; TC_SECS=${TC_SECS:-20}
+RTP_RANGE=${RTP_RANGE:-12000-14999}; RTP_LO=${RTP_RANGE%-*}; RTP_HI=${RTP_RANGE#*-}
+OUT=${OUT:-$HERE/results/media-$(date +%Y%m%d-%H%M%S)}; mkdir -p "$OUT"
+RESULTS=$OUT/common source "$HERE/common.sh"
+set +e
+[ $(( MEDIA_SECS )) -ge $(( RAMP_SECS + 3 + WINDOW_SECS )) ] || die "MEDIA_SECS must be >= RAMP_SECS + WINDOW_SECS + 3"
+TMP=$(mktemp -d /tmp/sb-media.XXXXXX)
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && stop_pid "$p"; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- inputs: pcaps, scenario variants, users --------------------------------
+PKTS=$(( MEDIA_SECS * 50 ))
+python3 "$HERE/tools/gen_rtp_pcap.py" "$OUT/pcma20.pcap" --seconds "$MEDIA_SECS" --codec pcma
+python3 "$HERE/tools/gen_rtp_pcap.py" "$OUT/pcmu20.pcap" --seconds "$MEDIA_SECS" --codec pcmu
+scen() {  # scen OUT PT CODEC MPORT PCAP|none
+  local play=""
+  [ "$5" != none ] && play="  <nop><action><exec play_pcap_audio=\"$5\"/></action></nop>"
+  sed -e "s|@PT@|$2|g" -e "s|@CODEC@|$3|g" -e "s|@MPORT@|$4|g" -e "s|@PLAY@|$play|" \
+    "$HERE/scenarios/uac_call_auth_rtp.xml.in" > "$1"
+}
+scen "$OUT/uac_load.xml" 8 PCMA '[media_port]' "$OUT/pcma20.pcap"
+scen "$OUT/uac_tc.xml" 0 PCMU '[media_port]' "$OUT/pcmu20.pcap"
+scen "$OUT/uac_probe.xml" 8 PCMA '[probe_a]' none
+python3 "$TOOLS/gen_users.py" "$USERS" --csv "$OUT/users.csv"
+
+# --- helpers -----------------------------------------------------------------
+sipp_bg() {  # sipp_bg LOGNAME sipp-args... -> BG_PID (SIPp -bg)
+  local log=$OUT/$1.out; shift
+  sipp "$@" -nostdin -bg >"$log" 2>&1 || true
+  BG_PID=$(sed -n 's/.*PID=\[\([0-9]*\)\].*/\1/p' "$log" | head -1)
+  [ -n "$BG_PID" ] && kill -0 "$BG_PID" 2>/dev/null || { cat "$log" >&2; BG_PID=; return 1; }
+  PIDS+=("$BG_PID")
+}
+register() {  # register TARGET USER PASS PORT: REGISTER USER@127.0.0.1:PORT from PORT
+  timeout 15 sipp "$1" -sf "$SCEN/reg_one.xml" -s "$2" -key contact_uri "sip:$2@127.0.0.1:$4" \
+    -au "$2" -ap "$3" -i 127.0.0.1 -p "$4" -m 1 -nostdin -timeout 10s >"$OUT/reg-$2-$4.out" 2>&1 \
+    || echo "# note: REGISTER of $2 from port $4 failed"
+}
+relay_drops() {  # PID... -> "drops sockets": kernel receive drops (/proc/net/udp)
+  # summed over the UDP sockets the given processes hold open now
+  local p
+  for p in $(pid_tree "$@"); do ls -l "/proc/$p/fd" 2>/dev/null; done \
+    | sed -n 's/.*socket:\[\([0-9]*\)\]$/\1/p' | sort -u > "$TMP/inodes"
+  awk 'NR == FNR { want[$1] = 1; next } FNR > 1 && ($10 in want) { s += $NF; n++ }
+    END { printf "%d %d", s, n }' "$TMP/inodes" /proc/net/udp
+}
+sb_metric() { curl -s "http://$SB_HTTP/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+relay_counts() {  # -> "received sent" (Switchboard) or "relayed relayed" (rtpengine)
+  if [ "$SIDE" = switchboard ]; then
+    echo "$(sb_metric switchboard_rtp_packets_received_total) $(sb_metric switchboard_rtp_packets_sent_total)"
+  else
+    local r; read -r r _ < <(python3 "$TOOLS/rtpe_relayed.py" "127.0.0.1:$RTPE_CLI" || echo na na); echo "$r $r"
+  fi
+}
+cur_sessions() {
+  if [ "$SIDE" = switchboard ]; then sb_metric switchboard_media_sessions
+  else python3 "$TOOLS/rtpe_relayed.py" "127.0.0.1:$RTPE_CLI" | awk '{print $2}'; fi
+}
+cpu_pct() { awk -v t="$1" -v s="$2" -v hz="$CLK_TCK" 'BEGIN{ if (s <= 0) s = 1; printf "%.1f", 100 * t / hz / s }'; }
+
+# one_run LABEL N UAS_SCENARIO UAC_SCENARIO PROBE(1/0) WINDOW_START WINDOW_SECS
+one_run() {
+  local label=$1 n=$2 uas_sf=$3 uac_sf=$4 probe=$5 wstart=$6 wsecs=$7
+  local d=$OUT/$SIDE-$label; mkdir -p "$d"
+  wait_load
+  local uas_port=$UAS_PORT puas_port=$PUAS_PORT uas_media uac_media puas_media pa pe pd pm
+  read -r uas_media uac_media puas_media pa pe pd pm < <(free_ports 7)
+  register "$TARGET" uas uas "$uas_port"
+  sipp_bg "$SIDE-$label-uas" -sf "$uas_sf" -i 127.0.0.1 -p "$uas_port" -mi 127.0.0.1 -mp "$uas_media" \
+    -rtp_echo -trace_err -error_file "$d/uas-errors.log" || { echo "uas failed"; return 1; }
+  local uas_pid=$BG_PID puas_pid=""
+  if [ "$probe" = 1 ]; then
+    register "$TARGET" 1009999 pw9999 "$puas_port"
+    sipp_bg "$SIDE-$label-puas" -sf "$HERE/scenarios/uas_probe.xml" -i 127.0.0.1 -p "$puas_port" \
+      -mi 127.0.0.1 -mp "$puas_media" -key probe_e "$pe" && puas_pid=$BG_PID
+  fi
+  sleep 0.5
+  local c0 c1 drops0 drops1
+  read -r c0 c1 < <(relay_counts)
+  drops0=$(udp_rcvbuf_errors)
+  local rate; rate=$(awk -v n="$n" -v r="$RAMP_SECS" 'BEGIN{x = n / r; if (x < 1) x = 1; printf "%g", x}')
+  ( cd "$d" && /usr/bin/time -f "%U %S %e" -o time.txt timeout -k 10 $(( MEDIA_SECS + RAMP_SECS + 90 )) \
+      sipp "$TARGET" -sf "$uac_sf" -inf "$OUT/users.csv" -s uas -i 127.0.0.1 -p 0 -mi 127.0.0.1 -mp "$uac_media" \
+        -r "$rate" -m "$n" -l "$n" -d $(( MEDIA_SECS * 1000 + 1000 )) -nostdin \
+        -default_behaviors all,-abortunexp -recv_timeout 32000 \
+        -trace_stat -stf stat.csv -fd 1 -trace_err -error_file errors.log >sipp.out 2>&1 ) &
+  local uac_job=$!
+  local t_start; t_start=$(date +%s.%N)
+  local probe_job="" probe_uac=""
+  if [ "$probe" = 1 ] && [ -n "$puas_pid" ]; then
+    sleep $(( wstart - 2 ))
+    python3 "$HERE/tools/rtp_probe.py" --a-port "$pa" --e-port "$pe" --d-port "$pd" \
+      --sdp-log "$d/probe-sipp.log" --seconds "$wsecs" --pt 8 >"$d/probe.txt" 2>&1 &
+    probe_job=$!
+    ( cd "$d" && timeout -k 5 $(( wsecs + 30 )) sipp "$TARGET" -sf "$OUT/uac_probe.xml" -inf "$OUT/users.csv" \
+        -s 1009999 -key probe_a "$pa" -i 127.0.0.1 -p 0 -mp "$pm" -m 1 -d $(( (wsecs + 4) * 1000 )) \
+        -nostdin -trace_logs -log_file "$d/probe-sipp.log" -default_behaviors all,-abortunexp \
+        >probe-sipp.out 2>&1 ) &
+    probe_uac=$!
+    sleep 2
+  else
+    sleep "$wstart"
+  fi
+  # measurement window
+  local uac_sipp; uac_sipp=$(pgrep -n -f "^sipp .*-mp $uac_media " || true)
+  local r0 k0 a0 u0 w0 r1 k1 a1 u1 w1 sess
+  r0=$(ticks $RELAY_PID); k0=$( [ -n "$SIP_PID" ] && ticks $SIP_PID || echo 0)
+  a0=$( [ -n "$uac_sipp" ] && ticks "$uac_sipp" || echo 0); u0=$(ticks "$uas_pid")
+  local all0; all0=$(awk '/^cpu /{print $2+$3+$4+$7+$8; exit}' /proc/stat)
+  w0=$(date +%s.%N)
+  sleep "$wsecs"
+  r1=$(ticks $RELAY_PID); k1=$( [ -n "$SIP_PID" ] && ticks $SIP_PID || echo 0)
+  a1=$( [ -n "$uac_sipp" ] && ticks "$uac_sipp" || echo 0); u1=$(ticks "$uas_pid")
+  local all1; all1=$(awk '/^cpu /{print $2+$3+$4+$7+$8; exit}' /proc/stat)
+  w1=$(date +%s.%N)
+  sess=$(cur_sessions)
+  local sockdrops; sockdrops=$(relay_drops $RELAY_PID)
+  local wall; wall=$(awk -v a="$w0" -v b="$w1" 'BEGIN{printf "%.2f", b - a}')
+  wait "$uac_job"
+  [ -n "$probe_job" ] && wait "$probe_job"
+  [ -n "$probe_uac" ] && wait "$probe_uac"
+  sleep 2
+  read -r c0b c1b < <(relay_counts)
+  drops1=$(udp_rcvbuf_errors)
+  stop_pid "$uas_pid"; [ -n "$puas_pid" ] && stop_pid "$puas_pid"
+  local st; st=$(python3 "$TOOLS/sippstat.py" "$d/stat.csv" "$n" 2>/dev/null || echo "ok=0 failed=0")
+  local ok; ok=$(field ok "$st")
+  local relay_cpu sip_cpu uac_cpu uas_cpu machine_cpu
+  relay_cpu=$(cpu_pct $((r1 - r0)) "$wall"); sip_cpu=$(cpu_pct $((k1 - k0)) "$wall")
+  uac_cpu=$(cpu_pct $((a1 - a0)) "$wall"); uas_cpu=$(cpu_pct $((u1 - u0)) "$wall")
+  machine_cpu=$(cpu_pct $((all1 - all0)) "$wall")
+  local probe_line probe_sent
+  probe_line=$(cat "$d/probe.txt" 2>/dev/null | tail -1); probe_sent=$(field sent "$probe_line")
+  local expected=$(( 2 * ${ok:-0} * PKTS + 2 * ${probe_sent:-0} ))
+  local rin=$(( ${c0b:-0} - ${c0:-0} )) rout=$(( ${c1b:-0} - ${c1:-0} ))
+  local loss; loss=$(awk -v e="$expected" -v o="$rout" 'BEGIN{ if (e > 0) printf "%.4f", 100 * (e - o) / e; else print "na" }')
+  local per100; per100=$(awk -v c="$relay_cpu" -v n="$n" 'BEGIN{printf "%.1f", c * 100 / n}')
+  local percall; percall=$(awk -v c="$relay_cpu" -v n="$n" 'BEGIN{printf "%.2f", c / n}')
+  local pps; pps=$(awk -v o="$rout" -v s="$MEDIA_SECS" 'BEGIN{printf "%.0f", o / s}')
+  LINE="$SIDE $label calls=$n ok=$ok failed=$(field failed "$st") sessions_in_window=$sess wall_s=$wall cpu_relay=${relay_cpu}% cpu_relay_per_100_calls=${per100}% cpu_relay_per_call=${percall}% cpu_sip=${sip_cpu}% cpu_uac=${uac_cpu}% cpu_uas=${uas_cpu}% cpu_machine=${machine_cpu}% relayed_in=$rin relayed_out=$rout expected=$expected loss_pct=$loss pps_relayed=$pps relay_sock_drops=${sockdrops% *} relay_sockets=${sockdrops#* } udp_drops_all=$((drops1 - drops0)) ${probe_line#probe }"
+  echo "$LINE" | tee -a "$OUT/lines.log"
+  sleep 4   # SIPp UAS timewait, rtpengine/Switchboard session teardown
+}
+
+# --- Switchboard ---------------------------------------------------------------
+run_switchboard() {
+  SIDE=switchboard
+  read -r UAS_PORT PUAS_PORT < <(free_ports 2)   # callee contacts: the same for every run
+  if [ "${NO_BUILD:-0}" != 1 ]; then
+    (cd "$ROOT" && nice -n 19 cargo build --release 2>&1 | tail -1) || die "build failed"
+  fi
+  local bin=$ROOT/target/release/switchboard
+  echo "# $("$bin" --version) commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- . ':!bench' || echo ' +uncommitted changes')" | tee -a "$OUT/header.txt"
+  SB_SERVE_ARGS="--rtp-ports $RTP_RANGE" sb_start "$bin" "$TMP/sb"; PIDS+=("$SB_PID")
+  TARGET=$SB_SIP; RELAY_PID=$SB_PID; SIP_PID=""
+  local n
+  for n in $CALLS; do
+    one_run "relay-$n" "$n" "$SCEN/uas_call_rtp.xml" "$OUT/uac_load.xml" 1 $(( RAMP_SECS + 2 )) "$WINDOW_SECS"
+  done
+  for n in $TRANSCODE; do
+    local r=$(( n < 10 ? n : 10 ))
+    RAMP_SECS=$(( (n + r - 1) / r )) one_run "transcode-$n" "$n" "$HERE/scenarios/uas_call_opus.xml" "$OUT/uac_tc.xml" 0 \
+      $(( (n + r - 1) / r + 3 )) "$TC_SECS"
+  done
+  curl -s "http://$SB_HTTP/metrics" | grep -v '^#' > "$OUT/sb_metrics.txt"
+  stop_pid "$SB_PID"
+}
+
+# --- rtpengine + Kamailio ----------------------------------------------------------
+run_rtpengine() {
+  SIDE=rtpengine
+  read -r UAS_PORT PUAS_PORT < <(free_ports 2)
+  local ng kport
+  read -r ng RTPE_CLI kport < <(free_ports 3)
+  RELAY_PID=$("$HERE/kamailio/rtpengine.sh" "$ng" "$RTPE_CLI" "$RTP_LO" "$RTP_HI" "$TMP/rtpe" "${RTPE_THREADS:-2}") \
+    || { echo "rtpengine failed"; return 1; }
+  PIDS+=("$RELAY_PID")
+  SIP_PID=$(KAM_RTPE_NG=127.0.0.1:$ng "$HERE/kamailio/start.sh" invite_auth "$kport" "$TMP/kam") \
+    || { echo "kamailio failed"; return 1; }
+  PIDS+=("$SIP_PID")
+  echo "# $(rtpengine --version 2>&1 | head -1) (userspace, --table=-1, ${RTPE_THREADS:-2} threads); kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}') invite_auth + WITH_RTPENGINE" | tee -a "$OUT/header.txt"
+  TARGET=127.0.0.1:$kport
+  local n
+  for n in $CALLS; do
+    one_run "relay-$n" "$n" "$SCEN/uas_call_rtp.xml" "$OUT/uac_load.xml" 1 $(( RAMP_SECS + 2 )) "$WINDOW_SECS"
+  done
+  stop_pid "$SIP_PID"; stop_pid "$RELAY_PID"
+}
+
+{
+echo "# media $(date -u +%Y-%m-%dT%H:%MZ) host=$(hostname) cpus=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "# kernel $(uname -r); $(sipp -v 2>/dev/null | grep -o 'SIPp v[0-9.]*' | head -1); CALLS=$CALLS MEDIA_SECS=$MEDIA_SECS RAMP_SECS=$RAMP_SECS WINDOW_SECS=$WINDOW_SECS TRANSCODE=$TRANSCODE TC_SECS=$TC_SECS ports=$RTP_RANGE"
+} | tee "$OUT/header.txt"
+[ "$WHICH" != rtpengine ] && run_switchboard
+[ "$WHICH" != switchboard ] && run_rtpengine
+
+echo
+echo "==== media SUMMARY ($OUT) ===="
+python3 "$HERE/tools/media_summary.py" "$OUT/lines.log" | tee "$OUT/summary.txt"

@@ -31,7 +31,10 @@
 # env: CALLS ("100 250 500"), MEDIA_SECS (30), RAMP_SECS (10), WINDOW_SECS (15),
 #      TRANSCODE ("1 20"), TC_SECS (20), RTP_RANGE (12000-14999: relay ports,
 #      below the ephemeral range that free_ports draws from),
-#      RTPE_THREADS (2), NO_BUILD=1, LOAD_MAX (1.0), LOAD_WAIT (600), OUT
+#      RTPE_THREADS (2), PERF=1 (perf record the relay over each window),
+#      TE=1 (callers offer and callees answer telephone-event/8000 as well:
+#      Switchboard then runs no in-band DTMF detection on the relayed legs),
+#      NO_BUILD=1, LOAD_MAX (1.0), LOAD_WAIT (600), OUT
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd); ROOT=$(dirname "$HERE")
 WHICH=${1:-both}
@@ -63,6 +66,13 @@ scen() {  # scen OUT PT CODEC MPORT PCAP|none
     "$HERE/scenarios/uac_call_auth_rtp.xml.in" > "$1"
 }
 scen "$OUT/uac_load.xml" 8 PCMA '[media_port]' "$OUT/pcma20.pcap"
+LOAD_UAS=$SCEN/uas_call_rtp.xml
+if [ "${TE:-0}" = 1 ]; then  # offer and answer telephone-event/8000 too
+  sed -i -e 's|^      m=audio \[media_port\] RTP/AVP 8$|      m=audio [media_port] RTP/AVP 8 101|' \
+    -e 's|^      a=rtpmap:8 PCMA/8000$|      a=rtpmap:8 PCMA/8000\n      a=rtpmap:101 telephone-event/8000\n      a=fmtp:101 0-16|' "$OUT/uac_load.xml"
+  grep -q telephone-event "$OUT/uac_load.xml" || die "TE=1: could not add telephone-event to the offer"
+  LOAD_UAS=$HERE/scenarios/uas_call_rtp_te.xml
+fi
 scen "$OUT/uac_tc.xml" 0 PCMU '[media_port]' "$OUT/pcmu20.pcap"
 scen "$OUT/uac_probe.xml" 8 PCMA '[probe_a]' none
 python3 "$TOOLS/gen_users.py" "$USERS" --csv "$OUT/users.csv"
@@ -152,6 +162,10 @@ one_run() {
   a0=$( [ -n "$uac_sipp" ] && ticks "$uac_sipp" || echo 0); u0=$(ticks "$uas_pid")
   local all0; all0=$(awk '/^cpu /{print $2+$3+$4+$7+$8; exit}' /proc/stat)
   w0=$(date +%s.%N)
+  # PERF=1: profile the relay process over the window (perf, cpu-clock, call graphs);
+  # the profiler's own cost lands in the window: use such runs for the profile only
+  [ "${PERF:-0}" = 1 ] && { perf record -q -e cpu-clock -g -p "$(echo $RELAY_PID | tr ' ' ,)" -o "$d/perf.data" \
+      -- sleep "$wsecs" >"$d/perf.log" 2>&1 & }
   sleep "$wsecs"
   r1=$(ticks $RELAY_PID); k1=$( [ -n "$SIP_PID" ] && ticks $SIP_PID || echo 0)
   a1=$( [ -n "$uac_sipp" ] && ticks "$uac_sipp" || echo 0); u1=$(ticks "$uas_pid")
@@ -199,7 +213,7 @@ run_switchboard() {
   TARGET=$SB_SIP; RELAY_PID=$SB_PID; SIP_PID=""
   local n
   for n in $CALLS; do
-    one_run "relay-$n" "$n" "$SCEN/uas_call_rtp.xml" "$OUT/uac_load.xml" 1 $(( RAMP_SECS + 2 )) "$WINDOW_SECS"
+    one_run "relay-$n" "$n" "$LOAD_UAS" "$OUT/uac_load.xml" 1 $(( RAMP_SECS + 2 )) "$WINDOW_SECS"
   done
   for n in $TRANSCODE; do
     local r=$(( n < 10 ? n : 10 ))
@@ -226,14 +240,14 @@ run_rtpengine() {
   TARGET=127.0.0.1:$kport
   local n
   for n in $CALLS; do
-    one_run "relay-$n" "$n" "$SCEN/uas_call_rtp.xml" "$OUT/uac_load.xml" 1 $(( RAMP_SECS + 2 )) "$WINDOW_SECS"
+    one_run "relay-$n" "$n" "$LOAD_UAS" "$OUT/uac_load.xml" 1 $(( RAMP_SECS + 2 )) "$WINDOW_SECS"
   done
   stop_pid "$SIP_PID"; stop_pid "$RELAY_PID"
 }
 
 {
 echo "# media $(date -u +%Y-%m-%dT%H:%MZ) host=$(hostname) cpus=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "# kernel $(uname -r); $(sipp -v 2>/dev/null | grep -o 'SIPp v[0-9.]*' | head -1); CALLS=$CALLS MEDIA_SECS=$MEDIA_SECS RAMP_SECS=$RAMP_SECS WINDOW_SECS=$WINDOW_SECS TRANSCODE=$TRANSCODE TC_SECS=$TC_SECS ports=$RTP_RANGE"
+echo "# kernel $(uname -r); $(sipp -v 2>/dev/null | grep -o 'SIPp v[0-9.]*' | head -1); TE=${TE:-0} CALLS=$CALLS MEDIA_SECS=$MEDIA_SECS RAMP_SECS=$RAMP_SECS WINDOW_SECS=$WINDOW_SECS TRANSCODE=$TRANSCODE TC_SECS=$TC_SECS ports=$RTP_RANGE"
 } | tee "$OUT/header.txt"
 [ "$WHICH" != rtpengine ] && run_switchboard
 [ "$WHICH" != switchboard ] && run_rtpengine

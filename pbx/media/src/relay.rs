@@ -215,6 +215,23 @@ struct Encode {
     tones: VecDeque<i16>,
 }
 
+/// What to do with packets from a leg, worked out when a leg is (re)configured so the
+/// per-packet path reads numbers instead of cloning configurations.
+#[derive(Debug, Clone, Copy, Default)]
+struct Route {
+    /// Both legs are configured.
+    ready: bool,
+    /// Payload types arriving from this leg.
+    audio_in: Option<u8>,
+    event_in: Option<u8>,
+    /// Forwarding: the other leg's payload type and clock for them (`None` when the
+    /// codecs differ or the other leg has no such format).
+    audio_out: Option<(u8, u32)>,
+    event_out: Option<(u8, u32)>,
+    /// The leg sends G.711 (`Some(true)` μ-law): decodable for in-band detection.
+    g711_ulaw: Option<bool>,
+}
+
 /// A telephone-event packet due for a leg.
 struct DueEvent {
     due: Instant,
@@ -251,6 +268,8 @@ struct LegState {
     sent_octets: u32,
     last_sent: Option<(u32, Instant, u32)>,
     next_report: Option<Instant>,
+    /// How packets from this leg are handled (see [`Route`]).
+    route: Route,
 }
 
 impl LegState {
@@ -274,6 +293,7 @@ impl LegState {
             sent_octets: 0,
             last_sent: None,
             next_report: None,
+            route: Route::default(),
         }
     }
 
@@ -610,6 +630,33 @@ impl MediaSession {
                 self.ensure_encoder(leg);
             }
         }
+        for from in [Leg::A, Leg::B] {
+            let route = {
+                let (src, dst) = (
+                    self.legs[from.index()].config.as_ref(),
+                    self.legs[from.other().index()].config.as_ref(),
+                );
+                match (src, dst) {
+                    (Some(s), Some(d)) => Route {
+                        ready: true,
+                        audio_in: s.audio.as_ref().map(|a| a.payload_type),
+                        event_in: s.telephone_event,
+                        audio_out: match (&s.audio, &d.audio) {
+                            (Some(a), Some(b)) if a.same_codec(b) => {
+                                Some((b.payload_type, b.clock_rate))
+                            }
+                            _ => None,
+                        },
+                        event_out: d
+                            .telephone_event
+                            .map(|pt| (pt, d.telephone_event_rate.max(1))),
+                        g711_ulaw: s.audio.as_ref().and_then(PayloadFormat::is_g711),
+                    },
+                    _ => Route::default(),
+                }
+            };
+            self.legs[from.index()].route = route;
+        }
         for leg in self.legs.iter_mut() {
             match (leg.terminated(), leg.next_report) {
                 (true, None) => leg.next_report = Some(now + report_delay()),
@@ -685,28 +732,27 @@ impl MediaSession {
             state.timed_out = false;
         }
         let pt = packet.payload_type();
-        let (Some(in_cfg), Some(out_cfg)) = (
-            self.legs[leg.index()].config.clone(),
-            self.legs[leg.other().index()].config.clone(),
-        ) else {
+        let route = self.legs[leg.index()].route;
+        if !route.ready {
             self.stats.undeliverable += 1;
             return;
-        };
-        let is_event = Some(pt) == in_cfg.telephone_event;
+        }
+        let is_event = Some(pt) == route.event_in;
         if is_event {
             self.receive_event(leg, &packet, now);
         }
-        let is_audio = in_cfg.audio.as_ref().is_some_and(|a| a.payload_type == pt);
-        if is_audio {
-            self.detect_inband_forwarded(leg, &in_cfg, packet.payload());
-            if self.legs[leg.index()].decode.is_none() {
-                self.record_forwarded(leg, packet.payload(), now);
-            }
+        let is_audio = Some(pt) == route.audio_in;
+        let transcoding = self.legs[leg.index()].decode.is_some();
+        if is_audio && !transcoding {
+            self.detect_inband_forwarded(leg, route.g711_ulaw, packet.payload());
+            self.record_forwarded(leg, packet.payload(), now);
         }
         // Transcoding: audio goes through the jitter buffer and the codecs on ticks, and
         // events are re-created on the other leg when their key press ends.
-        if is_audio && self.legs[leg.index()].decode.is_some() {
-            let clock = in_cfg.audio.as_ref().map_or(8000, |a| a.clock_rate);
+        if is_audio && transcoding {
+            let clock = self.legs[leg.index()]
+                .audio()
+                .map_or(8000, |a| a.clock_rate);
             let state = &mut self.legs[leg.index()];
             let fresh = state
                 .rx_stats
@@ -734,16 +780,11 @@ impl MediaSession {
         }
         // Forwarding: map the payload type onto the other leg's numbering.
         let out = if is_event {
-            out_cfg
-                .telephone_event
-                .map(|p| (p, out_cfg.telephone_event_rate.max(1)))
+            route.event_out
+        } else if is_audio {
+            route.audio_out
         } else {
-            match (&in_cfg.audio, &out_cfg.audio) {
-                (Some(i), Some(o)) if is_audio && i.same_codec(o) => {
-                    Some((o.payload_type, o.clock_rate))
-                }
-                _ => None,
-            }
+            None
         };
         let Some((out_pt, clock_rate)) = out else {
             self.stats.undeliverable += 1;
@@ -845,15 +886,9 @@ impl MediaSession {
     }
 
     /// In-band detection on forwarded G.711 (no decoder runs for it otherwise).
-    fn detect_inband_forwarded(&mut self, leg: Leg, cfg: &LegConfig, payload: &[u8]) {
+    fn detect_inband_forwarded(&mut self, leg: Leg, g711_ulaw: Option<bool>, payload: &[u8]) {
         let state = &mut self.legs[leg.index()];
-        if state.decode.is_some() {
-            return; // the tick feeds the detector with decoded audio
-        }
-        let (Some(det), Some(ulaw)) = (
-            state.inband.as_mut(),
-            cfg.audio.as_ref().and_then(PayloadFormat::is_g711),
-        ) else {
+        let (Some(det), Some(ulaw)) = (state.inband.as_mut(), g711_ulaw) else {
             return;
         };
         let samples = if ulaw {

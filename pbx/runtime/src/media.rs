@@ -311,24 +311,45 @@ async fn run_call_media(
     };
     let mut bufs = [[0u8; 2048]; 4];
     let far_future = std::time::Duration::from_secs(3600);
+    // One timer, re-armed only when the session's deadline changes (not per packet).
+    let sleep = tokio::time::sleep(far_future);
+    tokio::pin!(sleep);
+    let mut armed: Option<Option<Instant>> = None;
+    // Which socket woke us: after the first datagram, the rest already queued on it are
+    // read without going back through the scheduler.
+    let mut woke: Option<usize> = None;
+    const LEGS: [(Leg, PacketKind); 4] = [
+        (Leg::A, PacketKind::Rtp),
+        (Leg::A, PacketKind::Rtcp),
+        (Leg::B, PacketKind::Rtp),
+        (Leg::B, PacketKind::Rtcp),
+    ];
     loop {
-        let wake = session
-            .poll_timeout()
-            .map(tokio::time::Instant::from_std)
-            .unwrap_or_else(|| tokio::time::Instant::now() + far_future);
+        let wake = session.poll_timeout();
+        if armed != Some(wake) {
+            let at = wake
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + far_future);
+            sleep.as_mut().reset(at);
+            armed = Some(wake);
+        }
         let [b0, b1, b2, b3] = &mut bufs;
         tokio::select! {
             r = sockets[0].recv_from(b0) => if let Ok((n, from)) = r {
                 session.handle_packet(Leg::A, PacketKind::Rtp, from, &b0[..n], Instant::now());
+                woke = Some(0);
             },
             r = sockets[1].recv_from(b1) => if let Ok((n, from)) = r {
                 session.handle_packet(Leg::A, PacketKind::Rtcp, from, &b1[..n], Instant::now());
+                woke = Some(1);
             },
             r = sockets[2].recv_from(b2) => if let Ok((n, from)) = r {
                 session.handle_packet(Leg::B, PacketKind::Rtp, from, &b2[..n], Instant::now());
+                woke = Some(2);
             },
             r = sockets[3].recv_from(b3) => if let Ok((n, from)) = r {
                 session.handle_packet(Leg::B, PacketKind::Rtcp, from, &b3[..n], Instant::now());
+                woke = Some(3);
             },
             c = control.recv() => match c {
                 Some(MediaControl::Command(cmd)) => {
@@ -345,7 +366,21 @@ async fn run_call_media(
                 }
                 None => break,
             },
-            _ = tokio::time::sleep_until(wake) => session.handle_timeout(Instant::now()),
+            _ = &mut sleep => {
+                session.handle_timeout(Instant::now());
+                armed = None;
+            }
+        }
+        if let Some(i) = woke.take() {
+            let (leg, kind) = LEGS[i];
+            for _ in 0..32 {
+                match sockets[i].try_recv_from(&mut bufs[i]) {
+                    Ok((n, from)) => {
+                        session.handle_packet(leg, kind, from, &bufs[i][..n], Instant::now())
+                    }
+                    Err(_) => break,
+                }
+            }
         }
         while let Some(t) = session.poll_transmit() {
             let socket = &sockets[slot(t.leg, t.kind)];

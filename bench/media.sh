@@ -34,7 +34,9 @@
 #      RTPE_THREADS (2), PERF=1 (perf record the relay over each window),
 #      TE=1 (callers offer and callees answer telephone-event/8000 as well:
 #      Switchboard then runs no in-band DTMF detection on the relayed legs),
-#      NO_BUILD=1, LOAD_MAX (1.0), LOAD_WAIT (600), OUT
+#      ECHO_BUF (bytes: -rtp_buffsize of the callee's echo socket; unset = the
+#      kernel default 208 KB, which overflows at ~500 calls), NO_BUILD=1,
+#      LOAD_MAX (1.0), LOAD_WAIT (600), OUT
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd); ROOT=$(dirname "$HERE")
 WHICH=${1:-both}
@@ -121,7 +123,7 @@ one_run() {
   read -r uas_media uac_media puas_media pa pe pd pm < <(free_ports 7)
   register "$TARGET" uas uas "$uas_port"
   sipp_bg "$SIDE-$label-uas" -sf "$uas_sf" -i 127.0.0.1 -p "$uas_port" -mi 127.0.0.1 -mp "$uas_media" \
-    -rtp_echo -trace_err -error_file "$d/uas-errors.log" || { echo "uas failed"; return 1; }
+    -rtp_echo ${ECHO_BUF:+-rtp_buffsize "$ECHO_BUF"} -trace_err -error_file "$d/uas-errors.log" || { echo "uas failed"; return 1; }
   local uas_pid=$BG_PID puas_pid=""
   if [ "$probe" = 1 ]; then
     register "$TARGET" 1009999 pw9999 "$puas_port"
@@ -247,7 +249,7 @@ run_rtpengine() {
 
 {
 echo "# media $(date -u +%Y-%m-%dT%H:%MZ) host=$(hostname) cpus=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "# kernel $(uname -r); $(sipp -v 2>/dev/null | grep -o 'SIPp v[0-9.]*' | head -1); TE=${TE:-0} CALLS=$CALLS MEDIA_SECS=$MEDIA_SECS RAMP_SECS=$RAMP_SECS WINDOW_SECS=$WINDOW_SECS TRANSCODE=$TRANSCODE TC_SECS=$TC_SECS ports=$RTP_RANGE"
+echo "# kernel $(uname -r); $(sipp -v 2>/dev/null | grep -o 'SIPp v[0-9.]*' | head -1); TE=${TE:-0} ECHO_BUF=${ECHO_BUF:-default} CALLS=$CALLS MEDIA_SECS=$MEDIA_SECS RAMP_SECS=$RAMP_SECS WINDOW_SECS=$WINDOW_SECS TRANSCODE=$TRANSCODE TC_SECS=$TC_SECS ports=$RTP_RANGE"
 } | tee "$OUT/header.txt"
 [ "$WHICH" != rtpengine ] && run_switchboard
 [ "$WHICH" != switchboard ] && run_rtpengine

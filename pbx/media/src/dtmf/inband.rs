@@ -225,10 +225,10 @@ impl InbandDetector {
         if first.min(second) < MIN_HALF_RATIO * first.max(second) {
             return None;
         }
-        let mut power = [0.0f32; 16];
-        for (p, &coeff) in power.iter_mut().zip(self.coeffs.iter()) {
-            *p = goertzel(&self.block, coeff);
-        }
+        // The eight fundamentals in one pass over the block; the second harmonics are
+        // needed only for the winning row and column (checked last, below).
+        let mut power = [0.0f32; 8];
+        goertzel8(&self.block, &self.coeffs[..8], &mut power);
         let (r, &row) = argmax(&power[0..4]);
         let (c, &col) = argmax(&power[4..8]);
         if row < min_power || col < min_power {
@@ -251,7 +251,9 @@ impl InbandDetector {
         if share < MIN_TONE_SHARE {
             return None;
         }
-        if power[12 + c] > col * COL_HARMONIC || power[8 + r] > row {
+        if goertzel(&self.block, self.coeffs[12 + c]) > col * COL_HARMONIC
+            || goertzel(&self.block, self.coeffs[8 + r]) > row
+        {
             return None;
         }
         Some(KEYS[r][c])
@@ -266,6 +268,24 @@ fn argmax(values: &[f32]) -> (usize, &f32) {
 }
 
 /// Goertzel power at the frequency whose coefficient is `coeff` = 2cos(w).
+/// Goertzel power at eight frequencies at once: one pass over the block, eight
+/// independent recurrences the compiler can keep in registers.
+fn goertzel8(block: &[f32], coeffs: &[f32], power: &mut [f32; 8]) {
+    let mut c = [0.0f32; 8];
+    c.copy_from_slice(&coeffs[..8]);
+    let (mut s1, mut s2) = ([0.0f32; 8], [0.0f32; 8]);
+    for &x in block {
+        for k in 0..8 {
+            let s0 = x + c[k] * s1[k] - s2[k];
+            s2[k] = s1[k];
+            s1[k] = s0;
+        }
+    }
+    for k in 0..8 {
+        power[k] = s1[k] * s1[k] + s2[k] * s2[k] - c[k] * s1[k] * s2[k];
+    }
+}
+
 fn goertzel(block: &[f32], coeff: f32) -> f32 {
     let (mut s1, mut s2) = (0.0f32, 0.0f32);
     for &x in block {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{free_port_block, read_lossy, stop_child, Server, User, LOCALHOST, POLL_INTERVAL};
+use super::{free_port_block, read_lossy, stop_child, Server, User, LOCALHOST};
 
 // ---------------------------------------------------------------------------
 // ctrl_tcp
@@ -302,8 +302,7 @@ impl Baresip {
             .unwrap_or_else(|e| panic!("spawn baresip: {e}"));
 
         let ctrl_addr: SocketAddr = format!("{LOCALHOST}:{ctrl_port}").parse().unwrap();
-        let deadline = Instant::now() + PHONE_DEADLINE;
-        let ctrl = loop {
+        let ctrl = super::poll_until(PHONE_DEADLINE, || {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
                     "baresip for {} exited at startup ({status}); log:\n{}",
@@ -311,17 +310,14 @@ impl Baresip {
                     read_lossy(&log)
                 );
             }
-            if let Ok(client) = CtrlClient::connect(ctrl_addr) {
-                break client;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                panic!(
-                    "baresip ctrl_tcp {ctrl_addr} not up within {PHONE_DEADLINE:?}; log:\n{}",
-                    read_lossy(&log)
-                );
-            }
-            std::thread::sleep(POLL_INTERVAL);
+            CtrlClient::connect(ctrl_addr).ok()
+        });
+        let Some(ctrl) = ctrl else {
+            let _ = child.kill();
+            panic!(
+                "baresip ctrl_tcp {ctrl_addr} not up within {PHONE_DEADLINE:?}; log:\n{}",
+                read_lossy(&log)
+            );
         };
         Baresip {
             child: Some(child),
@@ -338,25 +334,22 @@ impl Baresip {
     /// this polls `reginfo`, whose line for the account says OK once the
     /// registrar accepted it.
     pub fn wait_registered(&mut self) {
-        let deadline = Instant::now() + PHONE_DEADLINE;
-        loop {
-            let response = self.ctrl.command("reginfo", "", Duration::from_secs(5));
-            let last = strip_ansi(response.get("data").and_then(Value::as_str).unwrap_or(""));
-            let aor = format!("sip:{}@{LOCALHOST}", self.user.name);
-            if last
-                .lines()
+        let aor = format!("sip:{}@{LOCALHOST}", self.user.name);
+        let mut last = String::new();
+        let ctrl = &mut self.ctrl;
+        let registered = super::poll_until(PHONE_DEADLINE, || {
+            let response = ctrl.command("reginfo", "", Duration::from_secs(5));
+            last = strip_ansi(response.get("data").and_then(Value::as_str).unwrap_or(""));
+            last.lines()
                 .any(|line| line.contains(&aor) && line.split_whitespace().any(|word| word == "OK"))
-            {
-                return;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "baresip {} not registered within {PHONE_DEADLINE:?}; reginfo:\n{last}\nlog:\n{}",
-                    self.user.name,
-                    read_lossy(&self.log)
-                );
-            }
-            std::thread::sleep(POLL_INTERVAL);
+                .then_some(())
+        });
+        if registered.is_none() {
+            panic!(
+                "baresip {} not registered within {PHONE_DEADLINE:?}; reginfo:\n{last}\nlog:\n{}",
+                self.user.name,
+                read_lossy(&self.log)
+            );
         }
     }
 

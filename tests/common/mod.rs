@@ -171,48 +171,37 @@ pub fn free_media_port() -> u16 {
 // ---------------------------------------------------------------------------
 // Waiting
 
-/// Polls `check` every `POLL_INTERVAL` until it yields a value or `timeout`
-/// passes; then panics naming `what`.
-pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+/// The one polling loop of the harness: calls `check` every `POLL_INTERVAL` until it
+/// yields a value, or `None` once `timeout` has passed. Every wait in the tests is this
+/// poll with a deadline (or a blocking read with a timeout), never a guessed sleep.
+pub fn poll_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check() {
-            return value;
+            return Some(value);
         }
         if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            return None;
         }
         std::thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// Polls `check` until it yields a value or `timeout` passes; then panics naming `what`.
+pub fn wait_until<T>(timeout: Duration, what: &str, check: impl FnMut() -> Option<T>) -> T {
+    poll_until(timeout, check)
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
 }
 
 /// Polls `check` until it returns true or `timeout` passes; returns whether
 /// it did. For conditions the caller reports on itself.
 pub fn wait_until_or(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    }
+    poll_until(timeout, || check().then_some(())).is_some()
 }
 
 /// Waits for `child` to exit, up to `timeout`; `None` if it is still running.
 pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll_until(timeout, || child.try_wait().expect("try_wait"))
 }
 
 /// Sends SIGTERM through the `kill` program (the tests stay free of libc and
@@ -559,29 +548,22 @@ impl Server {
     }
 
     fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + STARTUP_DEADLINE;
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+        let (http, log) = (self.http, self.log.clone());
+        let child = &mut self.child;
+        let healthy = poll_until(STARTUP_DEADLINE, || {
+            if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!(
                     "switchboard serve exited during startup ({status}); log:\n{}",
-                    read_lossy(&self.log)
+                    read_lossy(&log)
                 );
             }
-            if matches!(http_get(self.http, "/healthz"), Ok(r) if r.status == 200) {
-                return;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "switchboard serve not healthy on http://{}/healthz after {STARTUP_DEADLINE:?}; log:\n{}",
-                    self.http,
-                    read_lossy(&self.log)
-                );
-            }
-            std::thread::sleep(POLL_INTERVAL);
+            matches!(http_get(http, "/healthz"), Ok(r) if r.status == 200).then_some(())
+        });
+        if healthy.is_none() {
+            panic!(
+                "switchboard serve not healthy on http://{http}/healthz after {STARTUP_DEADLINE:?}; log:\n{}",
+                read_lossy(&log)
+            );
         }
     }
 
@@ -614,17 +596,16 @@ impl Server {
     /// Polls /metrics until `metric` sums to `value`; panics with the last
     /// exposition after `timeout`.
     pub fn wait_metric(&self, metric: &str, value: f64, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let mut last = (None, String::new());
+        let reached = poll_until(timeout, || {
             let exposition = self.metrics();
             let seen = metric_sum(&exposition, metric);
-            if seen == Some(value) {
-                return;
-            }
-            if Instant::now() >= deadline {
-                panic!("metric {metric}: wanted {value}, last seen {seen:?} after {timeout:?}; /metrics:\n{exposition}");
-            }
-            std::thread::sleep(POLL_INTERVAL);
+            last = (seen, exposition);
+            (seen == Some(value)).then_some(())
+        });
+        if reached.is_none() {
+            let (seen, exposition) = last;
+            panic!("metric {metric}: wanted {value}, last seen {seen:?} after {timeout:?}; /metrics:\n{exposition}");
         }
     }
 

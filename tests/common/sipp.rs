@@ -7,11 +7,10 @@ use std::fs::{self, File};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{
     free_media_port, free_port, read_lossy, stop_child, wait_child, Server, User, LOCALHOST,
-    POLL_INTERVAL,
 };
 
 /// Upper bound on one SIPp run; SIPp's own `-timeout` fires first.
@@ -220,30 +219,27 @@ impl RunningSipp {
     /// "established"); panics with the SIPp report after `timeout` or if SIPp
     /// exits first.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if read_lossy(&self.files.logs).contains(needle) {
-                return;
+        let logs = self.files.logs.clone();
+        let child = &mut self.child;
+        // Some(None): logged; Some(Some(status)): SIPp exited without logging it.
+        let outcome = super::poll_until(timeout, || {
+            if read_lossy(&logs).contains(needle) {
+                return Some(None);
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    // A last look: SIPp may have logged and exited at once.
-                    if read_lossy(&self.files.logs).contains(needle) {
-                        return;
-                    }
-                    panic!(
-                        "sipp exited ({status}) before logging {needle:?}\n{}",
-                        self.report(Some(status))
-                    );
-                }
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "sipp did not log {needle:?} within {timeout:?}\n{}",
-                    self.report(None)
-                );
-            }
-            std::thread::sleep(POLL_INTERVAL);
+            let exited = child.as_mut().and_then(|c| c.try_wait().ok().flatten())?;
+            // A last look: SIPp may have logged and exited at once.
+            Some((!read_lossy(&logs).contains(needle)).then_some(exited))
+        });
+        match outcome {
+            Some(None) => {}
+            Some(Some(status)) => panic!(
+                "sipp exited ({status}) before logging {needle:?}\n{}",
+                self.report(Some(status))
+            ),
+            None => panic!(
+                "sipp did not log {needle:?} within {timeout:?}\n{}",
+                self.report(None)
+            ),
         }
     }
 

@@ -150,6 +150,11 @@ pub(crate) struct Call {
     ack_waits: Vec<(ServerTxId, String, u32)>,
     /// Anchored media, when the engine anchors media.
     pub(crate) media: Option<crate::media::CallMedia>,
+    started_unix: u64,
+    answered_unix: Option<u64>,
+    /// Sides (caller, callee) whose audio the server drops.
+    muted: [bool; 2],
+    recording: bool,
 }
 
 impl Call {
@@ -446,6 +451,10 @@ impl Engine {
                 reinvite_in_progress: false,
                 ack_waits: Vec::new(),
                 media,
+                started_unix: unix,
+                answered_unix: None,
+                muted: [false, false],
+                recording: false,
             },
         );
     }
@@ -788,8 +797,10 @@ impl Engine {
                         }
                         self.respond(a_tx, out, now);
                     }
+                    let unix = self.unix(now);
                     if let Some(c) = self.calls.get_mut(&key) {
                         c.final_status = Some(status);
+                        c.answered_unix = Some(unix);
                     }
                     self.stats.calls_answered += 1;
                     self.events
@@ -798,7 +809,11 @@ impl Engine {
                     if let Some(c) = self.calls.get(&key).filter(|c| c.media.is_some()) {
                         let (call_id, caller, callee) =
                             (c.a.call_id.clone(), c.caller.clone(), c.callee.clone());
-                        self.record_if_policy(key, &call_id, &caller, &callee);
+                        if self.record_if_policy(key, &call_id, &caller, &callee) {
+                            if let Some(c) = self.calls.get_mut(&key) {
+                                c.recording = true;
+                            }
+                        }
                     }
                 } else {
                     // Another branch won, or the caller is gone: ACK and hang up this one.
@@ -1298,6 +1313,173 @@ impl Engine {
     /// Calls that are not over for the caller (for /metrics).
     pub fn live_calls(&self) -> usize {
         self.calls.values().filter(|c| c.is_live()).count()
+    }
+}
+
+impl Engine {
+    pub(crate) fn drain_after_command(&mut self, now: Instant) {
+        self.drain_tx_events(now);
+    }
+
+    pub(crate) fn list_calls(&self, _now: Instant) -> Vec<crate::command::CallInfo> {
+        use crate::command::{CallInfo, Party};
+        let mut calls: Vec<CallInfo> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.is_live())
+            .map(|(key, c)| {
+                let sides = [Party::Caller, Party::Callee];
+                let held = c.media.as_ref().map_or(Vec::new(), |m| {
+                    sides
+                        .iter()
+                        .copied()
+                        .filter(|p| m.is_holding(side_leg(*p)))
+                        .collect()
+                });
+                CallInfo {
+                    call: *key,
+                    caller: c.caller.clone(),
+                    callee: c.callee.clone(),
+                    state: match c.state {
+                        CallState::Ringing => "ringing",
+                        _ => "answered",
+                    },
+                    started_unix: c.started_unix,
+                    answered_unix: c.answered_unix,
+                    held,
+                    muted: sides
+                        .iter()
+                        .copied()
+                        .filter(|p| c.muted[side_index(*p)])
+                        .collect(),
+                    recording: c.recording,
+                }
+            })
+            .collect();
+        calls.sort_by_key(|c| c.call);
+        calls
+    }
+
+    fn live_call(&self, key: u64) -> Result<&Call, crate::command::CommandError> {
+        self.calls
+            .get(&key)
+            .filter(|c| c.is_live())
+            .ok_or(crate::command::CommandError::NoSuchCall(key))
+    }
+
+    fn answered_call(&self, key: u64) -> Result<&Call, crate::command::CommandError> {
+        let call = self.live_call(key)?;
+        if call.state == CallState::Ringing {
+            return Err(crate::command::CommandError::Conflict(format!(
+                "call {key} is not answered yet"
+            )));
+        }
+        Ok(call)
+    }
+
+    pub(crate) fn command_hangup(
+        &mut self,
+        key: u64,
+        now: Instant,
+    ) -> Result<crate::command::CommandReply, crate::command::CommandError> {
+        self.live_call(key)?;
+        // A ringing call ends for the caller as if the callee declined.
+        self.end_call(key, 480, now);
+        Ok(crate::command::CommandReply::Accepted)
+    }
+
+    pub(crate) fn command_mute(
+        &mut self,
+        key: u64,
+        party: crate::command::Party,
+        muted: bool,
+    ) -> Result<crate::command::CommandReply, crate::command::CommandError> {
+        let call = self.answered_call(key)?;
+        if call.media.is_none() {
+            return Err(crate::command::CommandError::Unavailable(
+                "media is not anchored (--media-anchor off)".into(),
+            ));
+        }
+        let i = side_index(party);
+        if let Some(c) = self.calls.get_mut(&key) {
+            if c.muted[i] == muted {
+                return Ok(crate::command::CommandReply::Accepted);
+            }
+            c.muted[i] = muted;
+        }
+        self.events
+            .push_back(EngineEvent::Media(crate::media::MediaCommand::Mute {
+                call: key,
+                leg: side_leg(party),
+                muted,
+            }));
+        self.events.push_back(EngineEvent::History {
+            call: key,
+            event: crate::engine::CallHistory::Muted { party, muted },
+        });
+        Ok(crate::command::CommandReply::Accepted)
+    }
+
+    pub(crate) fn command_record(
+        &mut self,
+        key: u64,
+        start: bool,
+    ) -> Result<crate::command::CommandReply, crate::command::CommandError> {
+        let call = self.answered_call(key)?;
+        if call.media.is_none() {
+            return Err(crate::command::CommandError::Unavailable(
+                "media is not anchored (--media-anchor off)".into(),
+            ));
+        }
+        if call.recording == start {
+            return Err(crate::command::CommandError::Conflict(if start {
+                format!("call {key} is already being recorded")
+            } else {
+                format!("call {key} is not being recorded")
+            }));
+        }
+        let (call_id, caller, callee) = (
+            call.a.call_id.clone(),
+            call.caller.clone(),
+            call.callee.clone(),
+        );
+        if let Some(c) = self.calls.get_mut(&key) {
+            c.recording = start;
+        }
+        let (command, event) = if start {
+            (
+                crate::media::MediaCommand::StartRecording {
+                    call: key,
+                    call_id,
+                    caller,
+                    callee,
+                },
+                crate::engine::CallHistory::RecordingStarted,
+            )
+        } else {
+            (
+                crate::media::MediaCommand::StopRecording { call: key },
+                crate::engine::CallHistory::RecordingStopped,
+            )
+        };
+        self.events.push_back(EngineEvent::Media(command));
+        self.events
+            .push_back(EngineEvent::History { call: key, event });
+        Ok(crate::command::CommandReply::Accepted)
+    }
+}
+
+fn side_index(p: crate::command::Party) -> usize {
+    match p {
+        crate::command::Party::Caller => 0,
+        crate::command::Party::Callee => 1,
+    }
+}
+
+fn side_leg(p: crate::command::Party) -> switchboard_media::relay::Leg {
+    match p {
+        crate::command::Party::Caller => switchboard_media::relay::Leg::A,
+        crate::command::Party::Callee => switchboard_media::relay::Leg::B,
     }
 }
 

@@ -95,12 +95,79 @@ pub enum EngineEvent {
         duration_ms: u32,
         source: &'static str,
     },
+    /// Something that happened to a live call after it started, for the call log and the
+    /// event stream: transfers, parks, holds, mutes, recordings.
+    History {
+        call: u64,
+        event: CallHistory,
+    },
     /// A message we could not parse; `answered` when a 400 went back.
     Malformed {
         source: Target,
         reason: String,
         answered: bool,
     },
+}
+
+/// A step in a call's life after it started (see [`EngineEvent::History`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallHistory {
+    /// `party`'s side is now `to` (a user name or a dialled number); `by` asked for it.
+    Transferred {
+        kind: TransferKind,
+        party: crate::command::Party,
+        from: String,
+        to: String,
+        by: Option<String>,
+    },
+    /// A transfer whose target did not answer: the call is as it was.
+    TransferFailed {
+        party: crate::command::Party,
+        to: String,
+        status: u16,
+    },
+    /// `party` waits in `slot`; `by` parked them.
+    Parked {
+        party: crate::command::Party,
+        slot: String,
+        by: Option<String>,
+    },
+    /// `by` took the call out of `slot` (dialling it, the API, or the timeout ring-back).
+    Retrieved {
+        slot: String,
+        by: String,
+    },
+    Held {
+        party: crate::command::Party,
+    },
+    Resumed {
+        party: crate::command::Party,
+    },
+    Muted {
+        party: crate::command::Party,
+        muted: bool,
+    },
+    RecordingStarted,
+    RecordingStopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferKind {
+    Blind,
+    Attended,
+    /// A parked call's timeout rang the parker back.
+    ParkTimeout,
+}
+
+impl TransferKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferKind::Blind => "blind",
+            TransferKind::Attended => "attended",
+            TransferKind::ParkTimeout => "park_timeout",
+        }
+    }
 }
 
 /// Counters for /metrics.
@@ -502,7 +569,7 @@ impl Engine {
         });
     }
 
-    fn drain_tx_events(&mut self, now: Instant) {
+    pub(crate) fn drain_tx_events(&mut self, now: Instant) {
         while let Some(ev) = self.tx.poll_event() {
             match ev {
                 TxEvent::Response { id, response } => self.on_client_response(id, response, now),

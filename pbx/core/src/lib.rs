@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod call;
+pub mod command;
 pub mod dialog;
 pub mod directory;
 mod engine;
@@ -14,9 +15,12 @@ pub mod registrar;
 pub mod target;
 
 pub use call::CallOutcome;
+pub use command::{Command, CommandError, CommandReply, Party};
 pub use dialog::LocalAddress;
 pub use directory::{Directory, DirectoryUser};
-pub use engine::{Engine, EngineConfig, EngineEvent, Stats, ALLOW, SUPPORTED};
+pub use engine::{
+    CallHistory, Engine, EngineConfig, EngineEvent, Stats, TransferKind, ALLOW, SUPPORTED,
+};
 pub use registrar::{Binding, BindingChange, RegistrarConfig};
 
 use rand::Rng;

@@ -84,6 +84,11 @@ pub enum MediaCommand {
         caller: String,
         callee: String,
     },
+    /// Stop recording (the file is finished and its row completed).
+    StopRecording { call: u64 },
+    /// Stop (or resume) relaying `leg`'s audio to the other leg; what it sends is still
+    /// recorded and its key presses still reported.
+    Mute { call: u64, leg: Leg, muted: bool },
     /// The call is over: close its sockets (and finish any recording).
     Close { call: u64 },
 }
@@ -96,6 +101,8 @@ impl MediaCommand {
             | MediaCommand::StartRecording { call, .. }
             | MediaCommand::Play { call, .. }
             | MediaCommand::StopPlayback { call, .. }
+            | MediaCommand::StopRecording { call }
+            | MediaCommand::Mute { call, .. }
             | MediaCommand::Close { call } => *call,
         }
     }
@@ -355,6 +362,13 @@ fn new_origin() -> (String, u64) {
 pub(crate) struct MediaRefusal {
     pub(crate) status: u16,
     pub(crate) reason: &'static str,
+}
+
+impl CallMedia {
+    /// True while `leg` hears music on hold because the other party held it.
+    pub(crate) fn is_holding(&self, leg: Leg) -> bool {
+        self.holding[usize::from(leg == Leg::B)]
+    }
 }
 
 impl Engine {
@@ -785,15 +799,16 @@ impl Engine {
             .push_back(EngineEvent::Media(MediaCommand::Close { call }));
     }
 
-    /// Starts the recording of an answered call when the policy says so.
+    /// Starts the recording of an answered call when the policy says so; true when it did.
     pub(crate) fn record_if_policy(
         &mut self,
         call: u64,
         call_id: &str,
         caller: &str,
         callee: &str,
-    ) {
-        if self.media.as_ref().is_some_and(|m| m.config.record_calls) {
+    ) -> bool {
+        let record = self.media.as_ref().is_some_and(|m| m.config.record_calls);
+        if record {
             self.events
                 .push_back(EngineEvent::Media(MediaCommand::StartRecording {
                     call,
@@ -802,6 +817,7 @@ impl Engine {
                     callee: callee.to_string(),
                 }));
         }
+        record
     }
 
     pub(crate) fn media_port_broken(&mut self, _call: u64, pair: PortPair) {

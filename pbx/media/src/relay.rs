@@ -186,6 +186,8 @@ pub struct SessionStats {
     pub transcoded_frames: u64,
     /// Frames concealed (lost or late packets on a transcoding leg).
     pub concealed_frames: u64,
+    /// Audio packets (or decoded frames) not relayed because their leg is muted.
+    pub muted_dropped: u64,
 }
 
 /// The 20 ms packetisation of everything we generate (RFC 3551 §4.2's default ptime).
@@ -270,6 +272,9 @@ struct LegState {
     next_report: Option<Instant>,
     /// How packets from this leg are handled (see [`Route`]).
     route: Route,
+    /// The server drops this leg's audio instead of relaying it (mute without a
+    /// re-INVITE); it is still recorded and its key presses still detected.
+    muted: bool,
 }
 
 impl LegState {
@@ -294,6 +299,7 @@ impl LegState {
             last_sent: None,
             next_report: None,
             route: Route::default(),
+            muted: false,
         }
     }
 
@@ -511,6 +517,15 @@ impl MediaSession {
         if self.legs[leg.index()].player.take().is_some() {
             self.rebuild_pipelines(now);
         }
+    }
+
+    /// Stops (or resumes) relaying `leg`'s audio to the other leg.
+    pub fn set_muted(&mut self, leg: Leg, muted: bool) {
+        self.legs[leg.index()].muted = muted;
+    }
+
+    pub fn is_muted(&self, leg: Leg) -> bool {
+        self.legs[leg.index()].muted
     }
 
     pub fn is_playing(&self, leg: Leg) -> bool {
@@ -747,6 +762,10 @@ impl MediaSession {
             self.detect_inband_forwarded(leg, route.g711_ulaw, packet.payload());
             self.record_forwarded(leg, packet.payload(), now);
         }
+        if is_audio && !transcoding && self.legs[leg.index()].muted {
+            self.stats.muted_dropped += 1;
+            return;
+        }
         // Transcoding: audio goes through the jitter buffer and the codecs on ticks, and
         // events are re-created on the other leg when their key press ends.
         if is_audio && transcoding {
@@ -974,7 +993,9 @@ impl MediaSession {
                 }
             }
             self.record_pcm(from, &pcm, rate, now);
-            if self.legs[to.index()].player.is_none() {
+            if self.legs[from.index()].muted {
+                self.stats.muted_dropped += 1;
+            } else if self.legs[to.index()].player.is_none() {
                 self.encode_toward(to, &pcm, now, true);
             }
         }

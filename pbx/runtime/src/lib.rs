@@ -485,6 +485,9 @@ pub async fn run(
                     metrics.count_dtmf();
                     tracing::info!(call, party = if caller { "caller" } else { "callee" }, %digit, duration_ms, source, "dtmf");
                 }
+                EngineEvent::History { call, event } => {
+                    tracing::info!(call, ?event, "call history");
+                }
                 EngineEvent::Media(command) => {
                     media_tasks.apply(command, media_ip, &input_tx, &metrics);
                     metrics.set_media_sessions(media_tasks.len());

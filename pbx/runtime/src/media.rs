@@ -352,6 +352,14 @@ async fn run_call_media(
                 woke = Some(3);
             },
             c = control.recv() => match c {
+                Some(MediaControl::Command(MediaCommand::Mute { leg, muted, .. })) => {
+                    session.set_muted(leg, muted);
+                }
+                Some(MediaControl::Command(MediaCommand::StopRecording { .. })) => {
+                    if let Some(rec) = recording.take() {
+                        close_recording(rec, &mut session, &store).await;
+                    }
+                }
                 Some(MediaControl::Command(cmd)) => {
                     if let Some((leg, cfg)) = cmd.leg_config() {
                         session.configure_leg(leg, cfg, Instant::now());

@@ -41,6 +41,8 @@ pub struct Config {
     pub record_calls: bool,
     /// Music-on-hold classes: one subdirectory of WAV files per class.
     pub moh_dir: Option<PathBuf>,
+    /// Park extension, slots, timeout; auto-answer default profile.
+    pub features: switchboard_core::FeatureConfig,
 }
 
 impl Default for Config {
@@ -68,6 +70,7 @@ impl Default for Config {
             rtp_timeout: Duration::from_secs(60),
             record_calls: false,
             moh_dir: None,
+            features: switchboard_core::FeatureConfig::default(),
         }
     }
 }
@@ -124,6 +127,17 @@ struct FileConfig {
     limits: LimitsSection,
     #[serde(default)]
     media: MediaSection,
+    #[serde(default)]
+    features: FeaturesSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeaturesSection {
+    park_extension: Option<Spanned<String>>,
+    park_slots: Option<Spanned<String>>,
+    park_timeout: Option<Spanned<i64>>,
+    auto_answer: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +201,23 @@ pub struct Overrides {
     pub media_anchor: Option<bool>,
     pub record_calls: Option<bool>,
     pub moh_dir: Option<PathBuf>,
+    pub park_slots: Option<String>,
+    pub park_timeout: Option<u64>,
+}
+
+/// Park slots `FIRST-LAST` (e.g. `701-720`): numbers, first ≤ last, at most 1000 slots.
+pub fn parse_park_slots(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{s:?} is not a slot range such as 701-720");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (Ok(first), Ok(last)) = (a.trim().parse::<u32>(), b.trim().parse::<u32>()) else {
+        return Err(bad());
+    };
+    if first > last || last - first >= 1000 {
+        return Err(format!(
+            "{s:?}: the first slot must not exceed the last, and at most 1000 slots"
+        ));
+    }
+    Ok((first, last))
 }
 
 /// `FIRST-LAST`, e.g. `20000-30000`: at least one even/odd pair, ports above 1023 not
@@ -330,6 +361,18 @@ pub fn load(file: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError
     }
     if let Some(v) = over.record_calls {
         cfg.record_calls = v;
+    }
+    if let Some(v) = &over.park_slots {
+        cfg.features.park_slots = parse_park_slots(v).map_err(|m| flag_err("--park-slots", m))?;
+    }
+    if let Some(v) = over.park_timeout {
+        if v == 0 || v > 86_400 {
+            return Err(flag_err(
+                "--park-timeout",
+                format!("{v} is out of range (1 to 86400 seconds)"),
+            ));
+        }
+        cfg.features.park_timeout = Duration::from_secs(v);
     }
     if let Some(v) = &over.moh_dir {
         if !v.is_dir() {
@@ -481,6 +524,51 @@ fn apply_file(cfg: &mut Config, path: &Path, text: &str) -> Result<(), ConfigErr
     }
     if let Some(v) = &m.rtp_timeout {
         cfg.rtp_timeout = Duration::from_secs(ctx.ranged(v, "media.rtp_timeout", 1, 86_400)?);
+    }
+    let f = &parsed.features;
+    if let Some(v) = &f.park_extension {
+        let ext = v.get_ref();
+        if ext.is_empty()
+            || !ext
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "*#+".contains(c))
+        {
+            return Err(ctx.err(
+                v.span(),
+                "features.park_extension",
+                "must be digits (or * # +)",
+            ));
+        }
+        cfg.features.park_extension = ext.clone();
+    }
+    if let Some(v) = &f.park_slots {
+        cfg.features.park_slots = parse_park_slots(v.get_ref())
+            .map_err(|e| ctx.err(v.span(), "features.park_slots", e))?;
+    }
+    if let Some(v) = &f.park_timeout {
+        cfg.features.park_timeout =
+            Duration::from_secs(ctx.ranged(v, "features.park_timeout", 1, 86_400)?);
+    }
+    if let Some(v) = &f.auto_answer {
+        cfg.features.auto_answer = switchboard_core::AutoAnswerProfile::parse(v.get_ref())
+            .ok_or_else(|| {
+                ctx.err(
+                    v.span(),
+                    "features.auto_answer",
+                    "must be standard, polycom or intercom",
+                )
+            })?;
+    }
+    let (first, last) = cfg.features.park_slots;
+    if let Ok(n) = cfg.features.park_extension.parse::<u32>() {
+        if (first..=last).contains(&n) {
+            let span = f.park_extension.as_ref().map_or(0..0, Spanned::span);
+            return Err(ctx.err(
+                span,
+                "features.park_extension",
+                "must not be one of the park slots",
+            ));
+        }
     }
     Ok(())
 }

@@ -94,6 +94,12 @@ struct ServeArgs {
     /// (`default` replaces the generated music).
     #[arg(long, env = "SWITCHBOARD_MOH_DIR", value_name = "DIR")]
     moh_dir: Option<PathBuf>,
+    /// Park slots, dialled to retrieve a parked call (default 701-720).
+    #[arg(long, env = "SWITCHBOARD_PARK_SLOTS", value_name = "FIRST-LAST")]
+    park_slots: Option<String>,
+    /// Seconds a call stays parked before the parker is rung back (default 45).
+    #[arg(long, env = "SWITCHBOARD_PARK_TIMEOUT", value_name = "SECONDS")]
+    park_timeout: Option<u64>,
     /// Anchor media through Switchboard (default true); false passes SDP through.
     #[arg(long, env = "SWITCHBOARD_MEDIA_ANCHOR", value_name = "BOOL")]
     media_anchor: Option<bool>,
@@ -175,6 +181,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         over.media_anchor = s.media_anchor;
         over.record_calls = s.record_calls;
         over.moh_dir = s.moh_dir.clone();
+        over.park_slots = s.park_slots.clone();
+        over.park_timeout = s.park_timeout;
     }
     let cfg = config::load(cli.global.config.as_deref(), &over)?;
     match cli.command {
@@ -265,6 +273,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         timers: Timers::default(),
         user_agent: format!("Switchboard/{}", env!("CARGO_PKG_VERSION")),
         media,
+        features: cfg.features.clone(),
     };
     let driver = DriverConfig {
         max_message_size: cfg.max_message_size,

@@ -31,7 +31,7 @@ pub enum CallOutcome {
 }
 
 impl CallOutcome {
-    fn from_status(status: u16) -> CallOutcome {
+    pub(crate) fn from_status(status: u16) -> CallOutcome {
         match status {
             200..=299 => CallOutcome::Answered,
             486 | 600 => CallOutcome::Busy,
@@ -69,6 +69,10 @@ pub(crate) enum ClientRole {
     },
     /// A request of our own (BYE) whose answer changes nothing.
     Own,
+    /// An INVITE ringing a device to take one side of the call (see `features`).
+    Ring(usize),
+    /// A re-INVITE of our own (see `features`).
+    OwnReinvite(Box<crate::features::OwnReinvite>),
 }
 
 /// What a server transaction is for.
@@ -79,7 +83,7 @@ pub(crate) enum ServerRole {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CallState {
+pub(crate) enum CallState {
     /// Branches ringing; the caller's INVITE is unanswered.
     Ringing,
     /// A 2xx went to the caller; waiting for its ACK.
@@ -90,7 +94,7 @@ enum CallState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BranchState {
+pub(crate) enum BranchState {
     Calling,
     Early,
     Answered,
@@ -99,26 +103,28 @@ enum BranchState {
 }
 
 #[derive(Debug)]
-struct Branch {
-    tx: ClientTxId,
-    dialog: Dialog,
-    invite_cseq: u32,
-    state: BranchState,
-    cancelled: bool,
+pub(crate) struct Branch {
+    /// The INVITE we sent; `None` for a party that called in (retrieve, Replaces) and
+    /// took this side.
+    pub(crate) tx: Option<ClientTxId>,
+    pub(crate) dialog: Dialog,
+    pub(crate) invite_cseq: u32,
+    pub(crate) state: BranchState,
+    pub(crate) cancelled: bool,
 }
 
 /// An ACK we sent for a 2xx, kept to answer retransmissions of that 2xx.
 #[derive(Debug)]
-struct SentAck {
-    call_id: String,
-    cseq: u32,
-    data: Vec<u8>,
-    target: Target,
+pub(crate) struct SentAck {
+    pub(crate) call_id: String,
+    pub(crate) cseq: u32,
+    pub(crate) data: Vec<u8>,
+    pub(crate) target: Target,
 }
 
 /// A 2xx to a relayed re-INVITE is ACKed on the far leg when the originator ACKs it.
 #[derive(Debug)]
-struct PendingAck {
+pub(crate) struct PendingAck {
     /// The originator's side and the CSeq of its INVITE.
     from_a: bool,
     origin_cseq: u32,
@@ -130,37 +136,91 @@ struct PendingAck {
 
 #[derive(Debug)]
 pub(crate) struct Call {
-    caller: String,
-    callee: String,
-    state: CallState,
-    a: Dialog,
-    a_invite: Request,
-    a_tx: Option<ServerTxId>,
+    pub(crate) caller: String,
+    pub(crate) callee: String,
+    pub(crate) state: CallState,
+    pub(crate) a: Dialog,
+    pub(crate) a_invite: Request,
+    pub(crate) a_tx: Option<ServerTxId>,
     /// CSeq of the caller's INVITE, to match its ACK.
-    a_invite_cseq: u32,
-    branches: Vec<Branch>,
-    winner: Option<usize>,
-    deadline: Instant,
-    final_status: Option<u16>,
-    acks: Vec<SentAck>,
-    pending_ack: Option<PendingAck>,
+    pub(crate) a_invite_cseq: u32,
+    pub(crate) branches: Vec<Branch>,
+    pub(crate) winner: Option<usize>,
+    pub(crate) deadline: Instant,
+    pub(crate) final_status: Option<u16>,
+    pub(crate) acks: Vec<SentAck>,
+    pub(crate) pending_ack: Option<PendingAck>,
     /// A relayed INVITE is outstanding (glare guard, RFC 3261 §14.1).
-    reinvite_in_progress: bool,
+    pub(crate) reinvite_in_progress: bool,
     /// Server transactions whose 2xx awaits an ACK (see `Engine::ack_waiters`).
-    ack_waits: Vec<(ServerTxId, String, u32)>,
+    pub(crate) ack_waits: Vec<(ServerTxId, String, u32)>,
     /// Anchored media, when the engine anchors media.
     pub(crate) media: Option<crate::media::CallMedia>,
-    started_unix: u64,
-    answered_unix: Option<u64>,
+    pub(crate) started_unix: u64,
+    pub(crate) answered_unix: Option<u64>,
     /// Sides (caller, callee) whose audio the server drops.
-    muted: [bool; 2],
-    recording: bool,
+    pub(crate) muted: [bool; 2],
+    /// Sides the API put on hold (music toward them, their audio dropped).
+    pub(crate) on_hold: [bool; 2],
+    pub(crate) recording: bool,
+    /// False once the caller side's occupant is gone (parked away, transferred out)
+    /// while the call goes on.
+    pub(crate) a_present: bool,
+    /// Dialogs we took out of the call (transferors, replaced parties) whose BYE or
+    /// NOTIFY answer may still arrive: answered, never relayed.
+    pub(crate) released: Vec<Dialog>,
+    /// Devices being rung to take one side of the call (transfer, ring-back, originate).
+    pub(crate) ring: Option<Box<crate::features::SideRing>>,
+    /// The call waits in a park slot.
+    pub(crate) parked: Option<crate::features::ParkState>,
+    /// A re-INVITE of our own (resume after a transfer, a move between calls) in flight.
+    pub(crate) own_reinvite: bool,
 }
 
 impl Call {
+    /// A call Switchboard places itself (click-to-dial): both sides empty until the
+    /// user's device, then the target, answer (see `features`).
+    pub(crate) fn originated(
+        user: String,
+        target: String,
+        placeholder: Dialog,
+        media: Option<crate::media::CallMedia>,
+        now: Instant,
+        unix: u64,
+    ) -> Call {
+        Call {
+            caller: user,
+            callee: target,
+            state: CallState::Established,
+            a: placeholder,
+            a_invite: Request::new(Method::Invite, Uri::sip(None, "invalid", None)),
+            a_tx: None,
+            a_invite_cseq: 0,
+            branches: Vec::new(),
+            winner: None,
+            deadline: now,
+            final_status: None,
+            acks: Vec::new(),
+            pending_ack: None,
+            reinvite_in_progress: false,
+            ack_waits: Vec::new(),
+            media,
+            started_unix: unix,
+            answered_unix: None,
+            muted: [false, false],
+            on_hold: [false, false],
+            recording: false,
+            a_present: false,
+            released: Vec::new(),
+            ring: None,
+            parked: None,
+            own_reinvite: false,
+        }
+    }
+
     /// Keeps an ACK we sent for a 2xx so that a retransmission of that 2xx is ACKed
     /// again (§13.2.2.4); returns the bytes to send.
-    fn remember_ack(
+    pub(crate) fn remember_ack(
         &mut self,
         call_id: String,
         cseq: u32,
@@ -176,7 +236,7 @@ impl Call {
         data
     }
 
-    fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         self.state != CallState::Ending
     }
 }
@@ -190,7 +250,10 @@ const RELAYED_HEADERS: &[&str] = &[
     "Subject",
 ];
 
-fn copy_relayed_headers(from: &switchboard_sip::Headers, to: &mut switchboard_sip::Headers) {
+pub(crate) fn copy_relayed_headers(
+    from: &switchboard_sip::Headers,
+    to: &mut switchboard_sip::Headers,
+) {
     if let Some(ct) = from.get(&HeaderName::ContentType) {
         to.set(HeaderName::ContentType, ct);
     }
@@ -206,7 +269,7 @@ fn copy_relayed_headers(from: &switchboard_sip::Headers, to: &mut switchboard_si
 
 /// Puts a body into a message being relayed. Anchored SDP is always `application/sdp`,
 /// and an anchored message without SDP carries no Content-Type.
-fn set_body(
+pub(crate) fn set_body(
     headers: &mut switchboard_sip::Headers,
     slot: &mut Vec<u8>,
     anchored: bool,
@@ -224,7 +287,7 @@ fn set_body(
 
 /// RFC 3261 §16.7 step 6, applied to the branches of a B2BUA: 6xx wins, then the lowest
 /// class; 503 becomes 500 so the caller does not think we are overloaded.
-fn best_final(statuses: &[u16]) -> u16 {
+pub(crate) fn best_final(statuses: &[u16]) -> u16 {
     if let Some(s) = statuses.iter().find(|s| **s >= 600) {
         return *s;
     }
@@ -309,6 +372,18 @@ impl Engine {
             self.reply(id, &req, 404, now);
             return;
         };
+        if req
+            .headers
+            .get(&HeaderName::Other("Replaces".into()))
+            .is_some()
+        {
+            self.on_invite_replaces(id, req, &caller.name, source, now);
+            return;
+        }
+        if self.parking.contains_key(&dialled) {
+            self.on_retrieve_invite(id, req, &caller.name, source, &dialled, now);
+            return;
+        }
         let Some(callee) = self.directory.resolve(&dialled).cloned() else {
             self.reply(id, &req, 404, now);
             return;
@@ -406,7 +481,7 @@ impl Engine {
             self.client_roles
                 .insert(tx, (call_key, ClientRole::Branch(branches.len())));
             branches.push(Branch {
-                tx,
+                tx: Some(tx),
                 dialog,
                 invite_cseq,
                 state: BranchState::Calling,
@@ -454,7 +529,13 @@ impl Engine {
                 started_unix: unix,
                 answered_unix: None,
                 muted: [false, false],
+                on_hold: [false, false],
                 recording: false,
+                a_present: true,
+                released: Vec::new(),
+                ring: None,
+                parked: None,
+                own_reinvite: false,
             },
         );
     }
@@ -518,7 +599,7 @@ impl Engine {
             .filter(|b| {
                 matches!(b.state, BranchState::Calling | BranchState::Early) && !b.cancelled
             })
-            .map(|b| {
+            .filter_map(|b| {
                 b.cancelled = true;
                 b.tx
             })
@@ -542,15 +623,14 @@ impl Engine {
         }
     }
 
-    fn forget_call(&mut self, key: u64) {
+    pub(crate) fn forget_call(&mut self, key: u64) {
         let Some(call) = self.calls.remove(&key) else {
             return;
         };
         if let Some(media) = &call.media {
             self.close_media(key, media);
         }
-        self.dialogs
-            .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
+        self.unmap_dialog(key, &(call.a.call_id.clone(), call.a.local_tag.clone()));
         // A call that ends stops retransmitting its 2xx: a BYE from the caller proves
         // the 2xx arrived even if its ACK was lost (§15.1.1), and after our own BYE the
         // 2xx has nothing left to confirm.
@@ -559,9 +639,24 @@ impl Engine {
             self.tx.ack_received(call_id, *cseq);
         }
         for b in &call.branches {
-            self.dialogs
-                .remove(&(b.dialog.call_id.clone(), b.dialog.local_tag.clone()));
-            self.client_roles.remove(&b.tx);
+            self.unmap_dialog(key, &(b.dialog.call_id.clone(), b.dialog.local_tag.clone()));
+            if let Some(tx) = b.tx {
+                self.client_roles.remove(&tx);
+            }
+        }
+        for d in &call.released {
+            self.unmap_dialog(key, &(d.call_id.clone(), d.local_tag.clone()));
+        }
+        if let Some(ring) = &call.ring {
+            for b in &ring.branches {
+                self.unmap_dialog(key, &(b.dialog.call_id.clone(), b.dialog.local_tag.clone()));
+                if let Some(tx) = b.tx {
+                    self.client_roles.remove(&tx);
+                }
+            }
+        }
+        if let Some(p) = &call.parked {
+            self.parking.remove(&p.slot);
         }
     }
 
@@ -578,7 +673,7 @@ impl Engine {
                 self.finish_caller_with(key, 408, now);
             }
             CallState::Ending => self.forget_call(key),
-            CallState::Answered | CallState::Established => {}
+            CallState::Answered | CallState::Established => self.on_feature_deadline(key, now),
         }
     }
 
@@ -648,6 +743,13 @@ impl Engine {
                     self.client_roles.remove(&id);
                 }
             }
+            ClientRole::Ring(i) => self.on_ring_response(key, i, resp, now),
+            ClientRole::OwnReinvite(r) => {
+                if resp.is_final() {
+                    self.client_roles.remove(&id);
+                }
+                self.on_own_reinvite_response(key, *r, resp, now);
+            }
         }
     }
 
@@ -679,10 +781,33 @@ impl Engine {
             ClientRole::Own => {
                 self.client_roles.remove(&id);
             }
+            ClientRole::Ring(i) => {
+                let Some(ring) = self.calls.get(&key).and_then(|c| c.ring.as_ref()) else {
+                    return;
+                };
+                let Some(b) = ring.branches.get(i) else {
+                    return;
+                };
+                let mut resp = Response::new(408, "Request Timeout");
+                resp.headers = b.dialog_response_headers();
+                self.on_ring_response(key, i, resp, now);
+            }
+            ClientRole::OwnReinvite(r) => {
+                self.client_roles.remove(&id);
+                let mut resp = Response::new(408, "Request Timeout");
+                resp.headers = switchboard_sip::Headers::new();
+                self.on_own_reinvite_response(key, *r, resp, now);
+            }
         }
     }
 
-    fn reply_in_dialog(&mut self, id: ServerTxId, req: &Request, status: u16, now: Instant) {
+    pub(crate) fn reply_in_dialog(
+        &mut self,
+        id: ServerTxId,
+        req: &Request,
+        status: u16,
+        now: Instant,
+    ) {
         let resp = Response::for_request(req, status, reason_phrase(status), None);
         self.respond(id, resp, now);
     }
@@ -779,7 +904,7 @@ impl Engine {
                                 && matches!(b.state, BranchState::Calling | BranchState::Early)
                                 && !b.cancelled
                         })
-                        .map(|(_, b)| {
+                        .filter_map(|(_, b)| {
                             b.cancelled = true;
                             b.tx
                         })
@@ -967,13 +1092,22 @@ impl Engine {
             self.reply_in_dialog(id, &req, 481, now);
             return;
         };
-        let from_a = call.a.call_id == call_id && call.a.local_tag == tag;
+        let from_a = call.a_present && call.a.call_id == call_id && call.a.local_tag == tag;
         let from_winner = call
             .winner
             .is_some_and(|w| call.branches[w].dialog.call_id == call_id);
         if !from_a && !from_winner {
-            // A losing branch, already hung up by us.
-            self.reply_in_dialog(id, &req, 481, now);
+            // A party we released (transferor, replaced or parked-away leg), or a losing
+            // branch already hung up by us.
+            let released = call
+                .released
+                .iter()
+                .position(|d| d.call_id == call_id && d.local_tag == tag);
+            if let Some(i) = released {
+                self.on_released_request(key, i, id, &req, now);
+            } else {
+                self.reply_in_dialog(id, &req, 481, now);
+            }
             return;
         }
         if !matches!(call.state, CallState::Answered | CallState::Established) {
@@ -1006,6 +1140,22 @@ impl Engine {
                     source: "info",
                 });
             }
+        }
+        if req.method == Method::Refer {
+            self.on_refer(key, id, req, from_a, now);
+            return;
+        }
+        let far_missing = self
+            .calls
+            .get_mut(&key)
+            .is_some_and(|c| far_dialog(c, from_a).is_none());
+        if req.method == Method::Bye && self.on_bye_during_feature(key, id, &req, from_a, now) {
+            return;
+        }
+        if far_missing {
+            // Parked, or the other side is being rung: nobody to relay to.
+            self.answer_alone(key, id, req, from_a, now);
+            return;
         }
         let Some(call) = self.calls.get_mut(&key) else {
             return;
@@ -1197,14 +1347,17 @@ impl Engine {
     }
 
     /// Sends BYE on every confirmed leg and ends the call.
-    fn hang_up_both(&mut self, key: u64, now: Instant) {
+    pub(crate) fn hang_up_both(&mut self, key: u64, now: Instant) {
+        self.cancel_ring(key, now);
         let local = self.config.local.clone();
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
         let mut byes = Vec::new();
-        let a_bye = call.a.request(Method::Bye, &local, &new_branch());
-        byes.push((a_bye, call.a.target));
+        if call.a_present {
+            let a_bye = call.a.request(Method::Bye, &local, &new_branch());
+            byes.push((a_bye, call.a.target));
+        }
         if let Some(w) = call.winner {
             // The callee's 2xx is ACKed only when the caller ACKs ours; if that never
             // happened (the caller's ACK timed out, or shutdown came first) ACK it now:
@@ -1243,7 +1396,7 @@ impl Engine {
         self.end_established(key, now);
     }
 
-    fn end_established(&mut self, key: u64, _now: Instant) {
+    pub(crate) fn end_established(&mut self, key: u64, _now: Instant) {
         let Some(call) = self.calls.get(&key) else {
             return;
         };
@@ -1268,7 +1421,7 @@ impl Engine {
 
     /// Ends a call whatever its state: `ringing_status` to a caller still waiting, BYE on
     /// both legs of an answered call.
-    fn end_call(&mut self, key: u64, ringing_status: u16, now: Instant) {
+    pub(crate) fn end_call(&mut self, key: u64, ringing_status: u16, now: Instant) {
         let Some(call) = self.calls.get(&key) else {
             return;
         };
@@ -1333,7 +1486,7 @@ impl Engine {
                     sides
                         .iter()
                         .copied()
-                        .filter(|p| m.is_holding(side_leg(*p)))
+                        .filter(|p| m.is_holding(side_leg(*p)) || c.on_hold[side_index(*p)])
                         .collect()
                 });
                 CallInfo {
@@ -1342,6 +1495,9 @@ impl Engine {
                     callee: c.callee.clone(),
                     state: match c.state {
                         CallState::Ringing => "ringing",
+                        _ if c.parked.is_some() => "parked",
+                        _ if c.ring.is_some() && c.answered_unix.is_none() => "originating",
+                        _ if c.ring.is_some() => "transferring",
                         _ => "answered",
                     },
                     started_unix: c.started_unix,
@@ -1420,6 +1576,51 @@ impl Engine {
         Ok(crate::command::CommandReply::Accepted)
     }
 
+    /// Server-side hold: `party` hears music and is not heard (the other party hears
+    /// silence); no re-INVITE, so it works with any phone.
+    pub(crate) fn command_hold(
+        &mut self,
+        key: u64,
+        party: crate::command::Party,
+        hold: bool,
+    ) -> Result<crate::command::CommandReply, crate::command::CommandError> {
+        let call = self.answered_call(key)?;
+        if call.media.is_none() {
+            return Err(crate::command::CommandError::Unavailable(
+                "media is not anchored (--media-anchor off)".into(),
+            ));
+        }
+        let i = side_index(party);
+        if call.on_hold[i] == hold {
+            return Err(crate::command::CommandError::Conflict(if hold {
+                format!("the {} of call {key} is already on hold", party.as_str())
+            } else {
+                format!("the {} of call {key} is not on hold", party.as_str())
+            }));
+        }
+        let muted = call.muted[i];
+        if let Some(c) = self.calls.get_mut(&key) {
+            c.on_hold[i] = hold;
+        }
+        self.media_moh(key, i, hold);
+        if !muted {
+            self.events
+                .push_back(EngineEvent::Media(crate::media::MediaCommand::Mute {
+                    call: key,
+                    leg: side_leg(party),
+                    muted: hold,
+                }));
+        }
+        let event = if hold {
+            crate::engine::CallHistory::Held { party }
+        } else {
+            crate::engine::CallHistory::Resumed { party }
+        };
+        self.events
+            .push_back(EngineEvent::History { call: key, event });
+        Ok(crate::command::CommandReply::Accepted)
+    }
+
     pub(crate) fn command_record(
         &mut self,
         key: u64,
@@ -1484,23 +1685,25 @@ fn side_leg(p: crate::command::Party) -> switchboard_media::relay::Leg {
 }
 
 /// The dialog on the other side from the originator of a request.
-fn far_dialog(call: &mut Call, from_a: bool) -> Option<&mut Dialog> {
+pub(crate) fn far_dialog(call: &mut Call, from_a: bool) -> Option<&mut Dialog> {
     if from_a {
         let w = call.winner?;
         Some(&mut call.branches[w].dialog)
-    } else {
+    } else if call.a_present {
         Some(&mut call.a)
+    } else {
+        None
     }
 }
 
 /// The originator's own dialog.
-fn near_dialog(call: &mut Call, from_a: bool) -> Option<&mut Dialog> {
+pub(crate) fn near_dialog(call: &mut Call, from_a: bool) -> Option<&mut Dialog> {
     far_dialog(call, !from_a)
 }
 
 impl Branch {
     /// Headers for a synthesized response on this branch (a local 408).
-    fn dialog_response_headers(&self) -> switchboard_sip::Headers {
+    pub(crate) fn dialog_response_headers(&self) -> switchboard_sip::Headers {
         let mut h = switchboard_sip::Headers::new();
         h.push(HeaderName::CallId, self.dialog.call_id.clone());
         h.push(HeaderName::CSeq, format!("{} INVITE", self.invite_cseq));

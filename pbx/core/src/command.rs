@@ -278,7 +278,32 @@ impl Engine {
             Command::Mute { call, party, muted } => self.command_mute(call, party, muted),
             Command::StartRecording { call } => self.command_record(call, true),
             Command::StopRecording { call } => self.command_record(call, false),
-            _ => Err(CommandError::NotImplemented("this call-control command")),
+            Command::Hold { call, party } => self.command_hold(call, party, true),
+            Command::Resume { call, party } => self.command_hold(call, party, false),
+            Command::BlindTransfer {
+                call,
+                party,
+                target,
+            } => self.command_blind_transfer(call, party, &target, now),
+            Command::AttendedTransfer {
+                call,
+                party,
+                consult,
+                consult_party,
+            } => self.command_attended_transfer(call, party, consult, consult_party, now),
+            Command::Park { call, party, slot } => self.command_park(call, party, slot, now),
+            Command::Retrieve { slot, user } => self.command_retrieve(&slot, &user, now),
+            Command::ListParked => Ok(CommandReply::Parked(self.list_parked())),
+            Command::Originate {
+                user,
+                target,
+                auto_answer,
+            } => self.command_originate(&user, &target, auto_answer, now),
+            Command::ListRooms
+            | Command::RoomAdd { .. }
+            | Command::RoomMute { .. }
+            | Command::RoomKick { .. }
+            | Command::RoomFromCall { .. } => Err(CommandError::NotImplemented("conference rooms")),
         }
     }
 }

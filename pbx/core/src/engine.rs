@@ -34,9 +34,9 @@ use crate::directory::Directory;
 use crate::registrar::{Binding, BindingChange, Registrar, RegistrarConfig};
 
 /// Methods we answer; sent in Allow and used for 405.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, REFER, NOTIFY";
 /// Option tags a request may Require of us (RFC 3327 Path for the registrar).
-pub const SUPPORTED: &[&str] = &["path"];
+pub const SUPPORTED: &[&str] = &["path", "replaces"];
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -56,6 +56,8 @@ pub struct EngineConfig {
     pub user_agent: String,
     /// Media anchoring; `None` passes SDP through untouched (signalling only).
     pub media: Option<crate::media::MediaConfig>,
+    /// Park slots and auto-answer.
+    pub features: crate::features::FeatureConfig,
 }
 
 /// What the runtime persists, logs or counts.
@@ -206,6 +208,8 @@ pub struct Engine {
     pub(crate) stats: Stats,
     pub(crate) shutting_down: bool,
     pub(crate) media: Option<crate::media::MediaState>,
+    /// Park slot → the call waiting there.
+    pub(crate) parking: std::collections::BTreeMap<String, u64>,
     anchor: (Instant, u64),
 }
 
@@ -237,6 +241,7 @@ impl Engine {
                 pool: m.pool(),
                 caps: switchboard_media::sdp::negotiate::Capabilities::default(),
             }),
+            parking: std::collections::BTreeMap::new(),
             anchor: (now, now_unix),
             config,
         }

@@ -9,6 +9,7 @@ pub mod command;
 pub mod dialog;
 pub mod directory;
 mod engine;
+pub mod features;
 pub mod media;
 pub mod ports;
 pub mod registrar;
@@ -21,6 +22,7 @@ pub use directory::{Directory, DirectoryUser};
 pub use engine::{
     CallHistory, Engine, EngineConfig, EngineEvent, Stats, TransferKind, ALLOW, SUPPORTED,
 };
+pub use features::{AutoAnswerProfile, FeatureConfig};
 pub use registrar::{Binding, BindingChange, RegistrarConfig};
 
 use rand::Rng;

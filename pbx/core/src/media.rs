@@ -161,6 +161,9 @@ pub(crate) struct CallMedia {
     a_late_offer: Option<SessionDescription>,
     /// Legs we play music on hold to (A, B), because the other party put them on hold.
     holding: [bool; 2],
+    /// The configuration last given to each leg (its codec is what a new party on the
+    /// other side is offered first, so the legs keep forwarding without transcoding).
+    configs: [Option<LegConfig>; 2],
 }
 
 /// An offer/answer in flight inside a dialog (re-INVITE, UPDATE), from the side `from_a`.
@@ -369,6 +372,188 @@ impl CallMedia {
     pub(crate) fn is_holding(&self, leg: Leg) -> bool {
         self.holding[usize::from(leg == Leg::B)]
     }
+
+    /// Clears the hold of `side` (its holder is gone); true when it was held, which
+    /// means our last description to it was not sendrecv and a re-INVITE must fix that.
+    pub(crate) fn take_holding(&mut self, side: usize) -> bool {
+        std::mem::take(&mut self.holding[side])
+    }
+
+    pub(crate) fn port(&self, side: usize) -> u16 {
+        if side == 0 {
+            self.a.rtp
+        } else {
+            self.b.rtp
+        }
+    }
+
+    fn origin_mut(&mut self, side: usize) -> &mut (String, u64) {
+        if side == 0 {
+            &mut self.a_origin
+        } else {
+            &mut self.b_origin
+        }
+    }
+
+    /// The codec the party on `side` settled on.
+    fn codec(&self, side: usize) -> Option<RtpMap> {
+        let a = self.configs[side].as_ref()?.audio.as_ref()?;
+        Some(RtpMap::new(
+            a.payload_type,
+            &a.encoding,
+            a.clock_rate,
+            a.channels,
+        ))
+    }
+}
+
+/// The leg of the relay that carries `side` (0: caller side, 1: callee side).
+pub(crate) fn side_leg(side: usize) -> Leg {
+    if side == 0 {
+        Leg::A
+    } else {
+        Leg::B
+    }
+}
+
+/// Our offer toward a party taking a side (features): audio only, so the stream is m=0.
+const OWN_OFFER_INDEX: usize = 0;
+
+impl Engine {
+    /// Our offer to whoever takes (or stays on) `side`: every codec we handle, the other
+    /// party's first. `fresh` for a new dialog (new origin); otherwise the dialog's next
+    /// version (RFC 3264 §8).
+    pub(crate) fn media_side_offer(
+        &mut self,
+        call: u64,
+        side: usize,
+        fresh: bool,
+    ) -> Option<SessionDescription> {
+        let state = self.media.as_ref()?;
+        let (caps, address) = (state.caps.clone(), state.config.advertise.clone());
+        let media = self.calls.get_mut(&call)?.media.as_mut()?;
+        let preferred = media.codec(1 - side);
+        let port = media.port(side);
+        let origin = media.origin_mut(side);
+        if fresh {
+            *origin = new_origin();
+        }
+        origin.1 += 1;
+        Some(own_offer(&caps, &preferred, &address, port, origin))
+    }
+
+    /// An offer to a party of `from_call` that moves into `to_call`'s `to_side` (attended
+    /// transfer): the destination's port, the party's own dialog origin, next version.
+    pub(crate) fn media_move_offer(
+        &mut self,
+        from_call: u64,
+        from_side: usize,
+        to_call: u64,
+        to_side: usize,
+    ) -> Option<(SessionDescription, (String, u64))> {
+        let state = self.media.as_ref()?;
+        let (caps, address) = (state.caps.clone(), state.config.advertise.clone());
+        let to = self.calls.get(&to_call)?.media.as_ref()?;
+        let (preferred, port) = (to.codec(1 - to_side), to.port(to_side));
+        let from = self.calls.get_mut(&from_call)?.media.as_mut()?;
+        let origin = from.origin_mut(from_side);
+        origin.1 += 1;
+        let origin = origin.clone();
+        Some((
+            own_offer(&caps, &preferred, &address, port, &origin),
+            origin,
+        ))
+    }
+
+    /// Adopts `origin` as the description origin toward `side` (the dialog that moved in).
+    pub(crate) fn media_set_origin(&mut self, call: u64, side: usize, origin: (String, u64)) {
+        if let Some(m) = self.calls.get_mut(&call).and_then(|c| c.media.as_mut()) {
+            *m.origin_mut(side) = origin;
+        }
+    }
+
+    /// The answer (in a 2xx) to an offer we made toward `side`: configures that leg.
+    /// False when it carried no usable answer.
+    pub(crate) fn media_side_answered(
+        &mut self,
+        call: u64,
+        side: usize,
+        offer: &SessionDescription,
+        headers: &switchboard_sip::Headers,
+        body: &[u8],
+    ) -> bool {
+        let Some(Ok(answer_sdp)) = sdp_body(headers, body) else {
+            return false;
+        };
+        let streams = negotiated(offer, &answer_sdp);
+        let Some(stream) = streams.get(OWN_OFFER_INDEX) else {
+            return false;
+        };
+        let config = leg_config(
+            stream,
+            rtcp_of(&answer_sdp, OWN_OFFER_INDEX),
+            &[&answer_sdp, offer],
+        );
+        self.configure_leg(call, side_leg(side), config);
+        true
+    }
+
+    /// Our answer to the offer of a party joining `side` with an INVITE (retrieve,
+    /// INVITE with Replaces); configures that leg. `None`: no usable offer.
+    pub(crate) fn media_side_answer(
+        &mut self,
+        call: u64,
+        side: usize,
+        headers: &switchboard_sip::Headers,
+        body: &[u8],
+    ) -> Option<Vec<u8>> {
+        let state = self.media.as_ref()?;
+        let (caps, address) = (state.caps.clone(), state.config.advertise.clone());
+        let Some(Ok(offer)) = sdp_body(headers, body) else {
+            return None;
+        };
+        let index = first_audio(&offer)?;
+        let media = self.calls.get_mut(&call)?.media.as_mut()?;
+        let preferred = media.codec(1 - side);
+        let port = media.port(side);
+        let origin = media.origin_mut(side);
+        *origin = new_origin();
+        origin.1 += 1;
+        let params = AnswerParams {
+            address,
+            ports: ports_for(offer.media.len(), index, port),
+            username: "switchboard".into(),
+            session_id: origin.0.clone(),
+            session_version: origin.1,
+        };
+        let outcome = only(&caps, &preferred)
+            .and_then(|c| answer(&offer, &c, &params).ok())
+            .or_else(|| answer(&offer, &caps, &params).ok())?;
+        let stream = outcome.streams.get(index)?;
+        let config = leg_config(stream, rtcp_of(&offer, index), &[&offer]);
+        self.configure_leg(call, side_leg(side), config);
+        Some(outcome.answer.to_bytes())
+    }
+
+    /// Music on hold toward `side` on (parked, waiting) or off.
+    pub(crate) fn media_moh(&mut self, call: u64, side: usize, on: bool) {
+        if self.calls.get(&call).is_none_or(|c| c.media.is_none()) {
+            return;
+        }
+        let leg = side_leg(side);
+        let command = if on {
+            MediaCommand::Play {
+                call,
+                leg,
+                what: Playback::MusicOnHold {
+                    class: "default".into(),
+                },
+            }
+        } else {
+            MediaCommand::StopPlayback { call, leg }
+        };
+        self.events.push_back(EngineEvent::Media(command));
+    }
 }
 
 impl Engine {
@@ -478,9 +663,53 @@ impl Engine {
                 a_answer: None,
                 a_late_offer: None,
                 holding: [false, false],
+                configs: [None, None],
             },
             body,
         )))
+    }
+
+    /// Takes ports and opens the media of a call Switchboard places itself (no offer
+    /// yet: each side gets our offer when it is rung).
+    pub(crate) fn open_media_bare(
+        &mut self,
+        call: u64,
+    ) -> Result<Option<CallMedia>, crate::command::CommandError> {
+        let Some(state) = self.media.as_mut() else {
+            return Ok(None);
+        };
+        let (Some(a), Some(b)) = (state.pool.allocate(), state.pool.allocate()) else {
+            return Err(crate::command::CommandError::Unavailable(
+                "no free RTP ports".into(),
+            ));
+        };
+        let config = SessionConfig {
+            rtp_timeout: state.config.rtp_timeout,
+            start_ntp: 0,
+        };
+        let address = state.config.advertise.clone();
+        let b_origin = new_origin();
+        let b_offer = own_offer(&state.caps, &None, &address, b.rtp, &b_origin);
+        self.events
+            .push_back(EngineEvent::Media(MediaCommand::Open {
+                call,
+                a,
+                b,
+                config,
+            }));
+        Ok(Some(CallMedia {
+            a,
+            b,
+            audio_index: 0,
+            a_origin: new_origin(),
+            b_origin,
+            a_offer: None,
+            b_offer,
+            a_answer: None,
+            a_late_offer: None,
+            holding: [false, false],
+            configs: [None, None],
+        }))
     }
 
     /// A callee device's response carried SDP (its answer to our offer): configure leg B,
@@ -827,6 +1056,9 @@ impl Engine {
     }
 
     pub(crate) fn configure_leg(&mut self, call: u64, leg: Leg, config: LegConfig) {
+        if let Some(m) = self.calls.get_mut(&call).and_then(|c| c.media.as_mut()) {
+            m.configs[usize::from(leg == Leg::B)] = Some(config.clone());
+        }
         self.events
             .push_back(EngineEvent::Media(MediaCommand::Configure {
                 call,

@@ -73,6 +73,7 @@ pub fn config(algorithms: Vec<Algorithm>) -> EngineConfig {
         user_agent: "switchboard-test".to_string(),
         // Signalling scenarios: SDP passes through untouched.
         media: None,
+        features: switchboard_core::FeatureConfig::default(),
     }
 }
 
@@ -457,8 +458,10 @@ impl Phone {
             );
         }
         let is_bye = req.method == Method::Bye;
+        // A NOTIFY (transfer progress) is answered at once, as phones do.
+        let is_notify = req.method == Method::Notify;
         self.seen.push(Seen::Request { id: Some(id), req });
-        if is_bye && self.auto_bye {
+        if (is_bye && self.auto_bye) || is_notify {
             self.respond(id, 200, None, now);
         }
     }
@@ -681,6 +684,40 @@ impl Net {
                 user("103", None, "secret-103"),
             ],
         )
+    }
+
+    /// The standard users with media anchored (ports 30000-30999): the engine rewrites
+    /// SDP and emits media commands, which tests read from `events`.
+    pub fn anchored() -> Net {
+        let mut cfg = config(vec![Algorithm::Md5]);
+        cfg.media = Some(
+            switchboard_core::media::MediaConfig::new(
+                "127.0.0.1".into(),
+                30_000,
+                30_999,
+                Duration::from_secs(60),
+            )
+            .unwrap(),
+        );
+        Net::new(
+            cfg,
+            vec![
+                user("101", Some("1101"), "secret-101"),
+                user("102", Some("1102"), "secret-102"),
+                user("103", None, "secret-103"),
+            ],
+        )
+    }
+
+    /// Feeds a call-control command, then delivers what it caused.
+    pub fn command(
+        &mut self,
+        command: switchboard_core::Command,
+    ) -> Result<switchboard_core::CommandReply, switchboard_core::CommandError> {
+        let now = self.now;
+        let reply = self.engine.handle_command(command, now);
+        self.after_action();
+        reply
     }
 
     /// Drops each datagram with probability `p`, from a seeded generator.

@@ -1,0 +1,647 @@
+//! Call features in simulated time, media anchored: blind transfer (REFER), park and
+//! retrieve, park timeout ring-back, attended transfer (REFER with Replaces, INVITE with
+//! Replaces), and the call-control commands (originate with auto-answer, hold, mute, park,
+//! retrieve, hang up, and their refusals).
+
+mod support;
+
+use switchboard_core::media::{MediaCommand, Playback};
+use switchboard_core::{
+    CallHistory, Command, CommandError, CommandReply, EngineEvent, Party, TransferKind,
+};
+use switchboard_media::relay::Leg;
+use switchboard_sip::{HeaderName, Method, Request};
+
+use support::{secs, Net, PhoneId, SDP_ANSWER};
+
+struct Pbx {
+    net: Net,
+    p101: PhoneId,
+    p102: PhoneId,
+    p103: PhoneId,
+}
+
+fn pbx() -> Pbx {
+    let mut net = Net::anchored();
+    let p101 = net.add_phone("101", "secret-101", 5061);
+    let p102 = net.add_phone("102", "secret-102", 5071);
+    let p103 = net.add_phone("103", "secret-103", 5081);
+    for p in [p101, p102, p103] {
+        assert_eq!(net.register(p, 3600).status, 200);
+    }
+    Pbx {
+        net,
+        p101,
+        p102,
+        p103,
+    }
+}
+
+fn body(req: &Request) -> String {
+    String::from_utf8_lossy(&req.body).into_owned()
+}
+
+/// `from` dials `to` (user of phone `callee`), the callee answers with SDP; returns the
+/// Call-IDs on the caller's and the callee's side.
+fn call(p: &mut Pbx, from: PhoneId, to: &str, callee: PhoneId) -> (String, String) {
+    let before = p.net.phone(callee).count(Method::Invite);
+    let invite = p.net.phone(from).invite(to);
+    let a_id = invite.call_id().unwrap().to_string();
+    let tx = p.net.send_authenticated(from, invite);
+    assert_eq!(
+        p.net.phone(callee).count(Method::Invite),
+        before + 1,
+        "{}",
+        p.net.wire_log()
+    );
+    let (id, inv) = p.net.phone(callee).last_request(Method::Invite);
+    assert!(body(&inv).contains("m=audio"), "the callee gets our offer");
+    let b_id = inv.call_id().unwrap().to_string();
+    p.net.respond(callee, id.unwrap(), 200, Some(SDP_ANSWER));
+    let ok = p.net.phone(from).final_response(tx).unwrap();
+    assert_eq!(ok.status, 200, "{}", p.net.wire_log());
+    (a_id, b_id)
+}
+
+/// Requests of `method` phone `p` received in the dialog `call_id`.
+fn got(p: &mut Pbx, phone: PhoneId, method: Method, call_id: &str) -> Vec<Request> {
+    p.net
+        .phone(phone)
+        .requests(method)
+        .into_iter()
+        .filter(|(_, r)| r.call_id().unwrap() == call_id)
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// The bodies of the NOTIFYs (transfer progress) phone `phone` got, checking each is a
+/// `refer` event with a sipfrag body (the simulated phone answers them 200).
+fn answer_notifies(p: &mut Pbx, phone: PhoneId) -> Vec<String> {
+    p.net
+        .phone(phone)
+        .requests(Method::Notify)
+        .into_iter()
+        .map(|(_, req)| {
+            assert_eq!(req.headers.get(&HeaderName::Event), Some("refer"));
+            assert!(req
+                .headers
+                .get(&HeaderName::ContentType)
+                .unwrap()
+                .starts_with("message/sipfrag"));
+            body(&req)
+        })
+        .collect()
+}
+
+fn refer(p: &mut Pbx, phone: PhoneId, call_id: &str, refer_to: &str) -> Vec<u16> {
+    let mut req = p.net.phone(phone).in_dialog(call_id, Method::Refer);
+    req.headers.push(HeaderName::ReferTo, refer_to.to_string());
+    let tx = p.net.send(phone, req);
+    p.net.phone(phone).statuses(tx)
+}
+
+fn history(p: &Pbx) -> Vec<CallHistory> {
+    p.net
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            EngineEvent::History { event, .. } => Some(event.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn media_commands(p: &Pbx) -> Vec<MediaCommand> {
+    p.net
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            EngineEvent::Media(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn blind_transfer_by_refer_connects_the_caller_to_the_target() {
+    let mut p = pbx();
+    let (p101, p102, p103) = (p.p101, p.p102, p.p103);
+    let (a_id, b_id) = call(&mut p, p101, "102", p102);
+
+    let statuses = refer(&mut p, p102, &b_id, "<sip:103@example.test>");
+    assert_eq!(statuses, vec![202], "{}", p.net.wire_log());
+    assert_eq!(
+        answer_notifies(&mut p, p102),
+        vec!["SIP/2.0 100 Trying\r\n"]
+    );
+    // The target rings with our offer and sees the transferee as the caller.
+    let (id, inv) = p.net.phone(p103).last_request(Method::Invite);
+    assert!(body(&inv).contains("m=audio"));
+    assert!(inv.from().unwrap().uri.to_string().contains("101@"));
+    p.net.respond(p103, id.unwrap(), 180, None);
+    p.net.respond(p103, id.unwrap(), 200, Some(SDP_ANSWER));
+    assert_eq!(
+        p.net.phone(p103).count(Method::Ack),
+        1,
+        "{}",
+        p.net.wire_log()
+    );
+    let bodies = answer_notifies(&mut p, p102);
+    assert!(
+        bodies.contains(&"SIP/2.0 200 OK\r\n".to_string()),
+        "{bodies:?}"
+    );
+    let last = p.net.phone(p102).last_request(Method::Notify).1;
+    assert!(last
+        .headers
+        .get(&HeaderName::Other("Subscription-State".into()))
+        .unwrap()
+        .starts_with("terminated"));
+    // The transferor is released; the caller stays untouched.
+    assert_eq!(got(&mut p, p102, Method::Bye, &b_id).len(), 1);
+    assert!(got(&mut p, p101, Method::Bye, &a_id).is_empty());
+    assert_eq!(p.net.engine.stats().active_calls, 1);
+    assert!(history(&p).contains(&CallHistory::Transferred {
+        kind: TransferKind::Blind,
+        party: Party::Callee,
+        from: "102".into(),
+        to: "103".into(),
+        by: Some("102".into()),
+    }));
+    // The callee leg was reconfigured toward the target's answer.
+    assert!(
+        media_commands(&p)
+            .iter()
+            .filter(|m| matches!(m, MediaCommand::Configure { leg: Leg::B, .. }))
+            .count()
+            >= 2
+    );
+    let calls = match p.net.command(Command::ListCalls).unwrap() {
+        CommandReply::Calls(c) => c,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        (calls[0].caller.as_str(), calls[0].callee.as_str()),
+        ("101", "103")
+    );
+
+    // The target hangs up: the caller gets the BYE in its own dialog.
+    let c_id = inv.call_id().unwrap().to_string();
+    let bye = p.net.phone(p103).in_dialog(&c_id, Method::Bye);
+    let tx = p.net.send(p103, bye);
+    assert_eq!(p.net.phone(p103).statuses(tx), vec![200]);
+    assert_eq!(got(&mut p, p101, Method::Bye, &a_id).len(), 1);
+    assert_eq!(p.net.engine.stats().active_calls, 0);
+    assert!(p.net.run_to_quiet(secs(120)));
+}
+
+#[test]
+fn a_failed_blind_transfer_leaves_the_call_as_it_was() {
+    let mut p = pbx();
+    let (p101, p102, p103) = (p.p101, p.p102, p.p103);
+    let (a_id, b_id) = call(&mut p, p101, "102", p102);
+    assert_eq!(
+        refer(&mut p, p102, &b_id, "<sip:103@example.test>"),
+        vec![202]
+    );
+    let (id, _) = p.net.phone(p103).last_request(Method::Invite);
+    p.net.respond(p103, id.unwrap(), 486, None);
+    let bodies = answer_notifies(&mut p, p102);
+    assert!(
+        bodies.contains(&"SIP/2.0 486 Busy Here\r\n".to_string()),
+        "{bodies:?}"
+    );
+    assert!(got(&mut p, p102, Method::Bye, &b_id).is_empty());
+    assert!(history(&p).contains(&CallHistory::TransferFailed {
+        party: Party::Caller,
+        to: "103".into(),
+        status: 486,
+    }));
+    // Still one call between 101 and 102: the caller's BYE reaches 102.
+    let bye = p.net.phone(p101).in_dialog(&a_id, Method::Bye);
+    p.net.send(p101, bye);
+    assert_eq!(got(&mut p, p102, Method::Bye, &b_id).len(), 1);
+    // An unknown target is refused through the NOTIFY as well.
+    let (a2, b2) = call(&mut p, p101, "102", p102);
+    assert_eq!(
+        refer(&mut p, p102, &b2, "<sip:999@example.test>"),
+        vec![202]
+    );
+    let bodies = answer_notifies(&mut p, p102);
+    assert!(
+        bodies.contains(&"SIP/2.0 404 Not Found\r\n".to_string()),
+        "{bodies:?}"
+    );
+    assert!(got(&mut p, p101, Method::Bye, &a2).is_empty());
+    let bye = p.net.phone(p101).in_dialog(&a2, Method::Bye);
+    p.net.send(p101, bye);
+    assert_eq!(got(&mut p, p102, Method::Bye, &b2).len(), 1);
+    assert!(p.net.run_to_quiet(secs(120)));
+}
+
+#[test]
+fn the_transferor_may_hang_up_right_after_the_refer() {
+    let mut p = pbx();
+    let (p101, p102, p103) = (p.p101, p.p102, p.p103);
+    let (a_id, b_id) = call(&mut p, p101, "102", p102);
+    assert_eq!(
+        refer(&mut p, p102, &b_id, "<sip:103@example.test>"),
+        vec![202]
+    );
+    answer_notifies(&mut p, p102);
+    let bye = p.net.phone(p102).in_dialog(&b_id, Method::Bye);
+    let tx = p.net.send(p102, bye);
+    assert_eq!(p.net.phone(p102).statuses(tx), vec![200]);
+    assert!(
+        got(&mut p, p101, Method::Bye, &a_id).is_empty(),
+        "the caller stays"
+    );
+    let (id, _) = p.net.phone(p103).last_request(Method::Invite);
+    p.net.respond(p103, id.unwrap(), 200, Some(SDP_ANSWER));
+    assert_eq!(p.net.phone(p103).count(Method::Ack), 1);
+    assert_eq!(p.net.engine.stats().active_calls, 1);
+    let bye = p.net.phone(p101).in_dialog(&a_id, Method::Bye);
+    p.net.send(p101, bye);
+    assert_eq!(p.net.phone(p103).count(Method::Bye), 1);
+    assert_eq!(p.net.engine.stats().active_calls, 0);
+}
+
+#[test]
+fn park_by_transfer_to_the_park_extension_and_retrieve_by_dialling_the_slot() {
+    let mut p = pbx();
+    let (p101, p102, p103) = (p.p101, p.p102, p.p103);
+    let (a_id, b_id) = call(&mut p, p101, "102", p102);
+    let mut req = p.net.phone(p102).in_dialog(&b_id, Method::Refer);
+    req.headers
+        .push(HeaderName::ReferTo, "<sip:700@example.test>".to_string());
+    let tx = p.net.send(p102, req);
+    let resp = p.net.phone(p102).final_response(tx).unwrap();
+    assert_eq!(resp.status, 202);
+    assert_eq!(
+        resp.headers.get(&HeaderName::Other("X-Park-Slot".into())),
+        Some("701"),
+        "the parker is told the slot"
+    );
+    let bodies = answer_notifies(&mut p, p102);
+    assert_eq!(bodies, vec!["SIP/2.0 200 OK\r\n"]);
+    assert_eq!(
+        got(&mut p, p102, Method::Bye, &b_id).len(),
+        1,
+        "parker released"
+    );
+    assert!(media_commands(&p).contains(&MediaCommand::Play {
+        call: 1,
+        leg: Leg::A,
+        what: Playback::MusicOnHold {
+            class: "default".into()
+        },
+    }));
+    let parked = match p.net.command(Command::ListParked).unwrap() {
+        CommandReply::Parked(v) => v,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].slot, "701");
+    assert_eq!(parked[0].parked, "101");
+    assert_eq!(parked[0].parker.as_deref(), Some("102"));
+    assert!(got(&mut p, p101, Method::Bye, &a_id).is_empty());
+
+    // 103 dials the slot and gets the parked caller.
+    let invite = p.net.phone(p103).invite("701");
+    let r_id = invite.call_id().unwrap().to_string();
+    let tx = p.net.send_authenticated(p103, invite);
+    let ok = p.net.phone(p103).final_response(tx).unwrap();
+    assert_eq!(ok.status, 200, "{}", p.net.wire_log());
+    assert!(String::from_utf8_lossy(&ok.body).contains("m=audio"));
+    assert!(media_commands(&p).contains(&MediaCommand::StopPlayback {
+        call: 1,
+        leg: Leg::A
+    }));
+    assert!(history(&p).contains(&CallHistory::Retrieved {
+        slot: "701".into(),
+        by: "103".into()
+    }));
+    match p.net.command(Command::ListParked).unwrap() {
+        CommandReply::Parked(v) => assert!(v.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    // Dialling an empty slot is 404.
+    let invite = p.net.phone(p102).invite("702");
+    let tx = p.net.send_authenticated(p102, invite);
+    assert_eq!(p.net.phone(p102).final_response(tx).unwrap().status, 404);
+    // The retriever hangs up: the parked caller gets BYE.
+    let bye = p.net.phone(p103).in_dialog(&r_id, Method::Bye);
+    p.net.send(p103, bye);
+    assert_eq!(got(&mut p, p101, Method::Bye, &a_id).len(), 1);
+    assert_eq!(p.net.engine.stats().active_calls, 0);
+    assert!(p.net.run_to_quiet(secs(120)));
+}
+
+#[test]
+fn a_parked_call_that_times_out_rings_the_parker_back() {
+    let mut p = pbx();
+    let (p101, p102) = (p.p101, p.p102);
+    let (a_id, b_id) = call(&mut p, p101, "102", p102);
+    assert_eq!(
+        refer(&mut p, p102, &b_id, "<sip:700@example.test>"),
+        vec![202]
+    );
+    answer_notifies(&mut p, p102);
+    let invites_before = p.net.phone(p102).count(Method::Invite);
+    p.net.advance(secs(46));
+    assert_eq!(
+        p.net.phone(p102).count(Method::Invite),
+        invites_before + 1,
+        "ring-back: {}",
+        p.net.wire_log()
+    );
+    let (id, inv) = p.net.phone(p102).last_request(Method::Invite);
+    assert!(inv.from().unwrap().uri.to_string().contains("101@"));
+    p.net.respond(p102, id.unwrap(), 200, Some(SDP_ANSWER));
+    assert!(history(&p).contains(&CallHistory::Retrieved {
+        slot: "701".into(),
+        by: "102".into()
+    }));
+    assert!(got(&mut p, p101, Method::Bye, &a_id).is_empty());
+    // If nobody answers the ring-back, the parked party is hung up (the fallback).
+    let p103 = p.p103;
+    let (a2, b2) = call(&mut p, p101, "103", p103);
+    assert_eq!(
+        refer(&mut p, p103, &b2, "<sip:700@example.test>"),
+        vec![202]
+    );
+    answer_notifies(&mut p, p103);
+    p.net.advance(secs(46 + 61));
+    assert_eq!(
+        got(&mut p, p101, Method::Bye, &a2).len(),
+        1,
+        "{}",
+        p.net.wire_log()
+    );
+}
+
+#[test]
+fn attended_transfer_by_refer_with_replaces_joins_the_two_other_parties() {
+    let mut p = pbx();
+    let (p101, p102, p103) = (p.p101, p.p102, p.p103);
+    // 101 called 102; 102 consults 103 in a second call.
+    let (a1, b1) = call(&mut p, p101, "102", p102);
+    let (a2, b2) = call(&mut p, p102, "103", p103);
+    let leg = p.net.phone(p102).legs[&a2].clone();
+    let replaces = format!(
+        "{}%3Bto-tag%3D{}%3Bfrom-tag%3D{}",
+        a2.replace('@', "%40"),
+        leg.remote_tag.clone().unwrap(),
+        leg.local_tag
+    );
+    let statuses = refer(
+        &mut p,
+        p102,
+        &b1,
+        &format!("<sip:103@example.test?Replaces={replaces}>"),
+    );
+    assert_eq!(statuses, vec![202], "{}", p.net.wire_log());
+    // The transferee is re-INVITEd toward the consultation call's ports.
+    let reinvites = got(&mut p, p101, Method::Invite, &a1);
+    assert_eq!(reinvites.len(), 1, "{}", p.net.wire_log());
+    assert!(body(&reinvites[0]).contains("a=sendrecv"));
+    let (id, _) = p.net.phone(p101).last_request(Method::Invite);
+    p.net.respond(p101, id.unwrap(), 200, Some(SDP_ANSWER));
+    assert_eq!(
+        got(&mut p, p101, Method::Ack, &a1).len(),
+        1,
+        "{}",
+        p.net.wire_log()
+    );
+    let bodies = answer_notifies(&mut p, p102);
+    assert!(
+        bodies.contains(&"SIP/2.0 200 OK\r\n".to_string()),
+        "{bodies:?}"
+    );
+    // The transferor's two legs are released; the two others are untouched.
+    assert_eq!(got(&mut p, p102, Method::Bye, &b1).len(), 1);
+    assert_eq!(got(&mut p, p102, Method::Bye, &a2).len(), 1);
+    assert!(got(&mut p, p101, Method::Bye, &a1).is_empty());
+    assert!(got(&mut p, p103, Method::Bye, &b2).is_empty());
+    assert_eq!(p.net.engine.stats().active_calls, 1);
+    assert!(history(&p).iter().any(|h| matches!(
+        h,
+        CallHistory::Transferred {
+            kind: TransferKind::Attended,
+            ..
+        }
+    )));
+    // 103 hangs up: 101 gets the BYE in its original dialog.
+    let bye = p.net.phone(p103).in_dialog(&b2, Method::Bye);
+    p.net.send(p103, bye);
+    assert_eq!(
+        got(&mut p, p101, Method::Bye, &a1).len(),
+        1,
+        "{}",
+        p.net.wire_log()
+    );
+    assert_eq!(p.net.engine.stats().active_calls, 0);
+    assert!(p.net.run_to_quiet(secs(120)));
+}
+
+#[test]
+fn invite_with_replaces_takes_over_a_party() {
+    let mut p = pbx();
+    let (p101, p102, p103) = (p.p101, p.p102, p.p103);
+    let (a_id, b_id) = call(&mut p, p101, "102", p102);
+    let leg = p.net.phone(p102).legs[&b_id].clone();
+    // Named as 102 sees it: its own tag is the to-tag from the engine's view? Either works.
+    let mut invite = p.net.phone(p103).invite("102");
+    invite.headers.push(
+        HeaderName::Other("Replaces".into()),
+        format!(
+            "{b_id};to-tag={};from-tag={}",
+            leg.local_tag,
+            leg.remote_tag.clone().unwrap()
+        ),
+    );
+    let r_id = invite.call_id().unwrap().to_string();
+    let tx = p.net.send_authenticated(p103, invite);
+    assert_eq!(
+        p.net.phone(p103).final_response(tx).unwrap().status,
+        200,
+        "{}",
+        p.net.wire_log()
+    );
+    assert_eq!(got(&mut p, p102, Method::Bye, &b_id).len(), 1);
+    assert!(got(&mut p, p101, Method::Bye, &a_id).is_empty());
+    let bye = p.net.phone(p103).in_dialog(&r_id, Method::Bye);
+    p.net.send(p103, bye);
+    assert_eq!(got(&mut p, p101, Method::Bye, &a_id).len(), 1);
+    // A Replaces naming no dialog is 481.
+    let mut invite = p.net.phone(p103).invite("102");
+    invite.headers.push(
+        HeaderName::Other("Replaces".into()),
+        "nope@x;to-tag=1;from-tag=2".to_string(),
+    );
+    let tx = p.net.send_authenticated(p103, invite);
+    assert_eq!(p.net.phone(p103).final_response(tx).unwrap().status, 481);
+}
+
+#[test]
+fn originate_rings_the_user_with_auto_answer_then_dials_the_target() {
+    let mut p = pbx();
+    let (p101, p103) = (p.p101, p.p103);
+    let reply = p
+        .net
+        .command(Command::Originate {
+            user: "101".into(),
+            target: "103".into(),
+            auto_answer: true,
+        })
+        .unwrap();
+    let CommandReply::Call { call } = reply else {
+        panic!("{reply:?}")
+    };
+    let (id, inv) = p.net.phone(p101).last_request(Method::Invite);
+    assert_eq!(
+        inv.headers.get(&HeaderName::Other("Call-Info".into())),
+        Some("<sip:example.test>;answer-after=0")
+    );
+    assert!(inv
+        .headers
+        .get(&HeaderName::Other("Alert-Info".into()))
+        .unwrap()
+        .contains("info=alert-autoanswer"));
+    assert_eq!(
+        p.net.phone(p103).count(Method::Invite),
+        0,
+        "target waits for the user"
+    );
+    p.net.respond(p101, id.unwrap(), 200, Some(SDP_ANSWER));
+    let (id3, inv3) = p.net.phone(p103).last_request(Method::Invite);
+    assert!(inv3.from().unwrap().uri.to_string().contains("101@"));
+    assert!(inv3
+        .headers
+        .get(&HeaderName::Other("Call-Info".into()))
+        .is_none());
+    p.net.respond(p103, id3.unwrap(), 200, Some(SDP_ANSWER));
+    assert!(p.net.events.contains(&EngineEvent::CallAnswered { call }));
+
+    // Hold, mute and their refusals.
+    p.net
+        .command(Command::Hold {
+            call,
+            party: Party::Callee,
+        })
+        .unwrap();
+    assert!(media_commands(&p).contains(&MediaCommand::Mute {
+        call,
+        leg: Leg::B,
+        muted: true
+    }));
+    assert!(matches!(
+        p.net.command(Command::Hold {
+            call,
+            party: Party::Callee
+        }),
+        Err(CommandError::Conflict(_))
+    ));
+    p.net
+        .command(Command::Resume {
+            call,
+            party: Party::Callee,
+        })
+        .unwrap();
+    p.net
+        .command(Command::Mute {
+            call,
+            party: Party::Caller,
+            muted: true,
+        })
+        .unwrap();
+    assert!(media_commands(&p).contains(&MediaCommand::Mute {
+        call,
+        leg: Leg::A,
+        muted: true
+    }));
+    // Hang up through the command: both phones get BYE.
+    p.net.command(Command::Hangup { call }).unwrap();
+    assert_eq!(p.net.phone(p101).count(Method::Bye), 1);
+    assert_eq!(p.net.phone(p103).count(Method::Bye), 1);
+    assert_eq!(
+        p.net.command(Command::Hangup { call }),
+        Err(CommandError::NoSuchCall(call))
+    );
+    assert!(p.net.run_to_quiet(secs(120)));
+}
+
+#[test]
+fn park_and_retrieve_by_command_and_the_refusals() {
+    let mut p = pbx();
+    let (p101, p102, p103) = (p.p101, p.p102, p.p103);
+    let (a_id, b_id) = call(&mut p, p101, "102", p102);
+    let CommandReply::Calls(calls) = p.net.command(Command::ListCalls).unwrap() else {
+        panic!()
+    };
+    let call = calls[0].call;
+    assert_eq!(
+        p.net.command(Command::Park {
+            call,
+            party: Party::Caller,
+            slot: Some("5".into())
+        }),
+        Err(CommandError::BadRequest(
+            "5 is not a park slot (701-720)".into()
+        ))
+    );
+    let reply = p
+        .net
+        .command(Command::Park {
+            call,
+            party: Party::Caller,
+            slot: Some("705".into()),
+        })
+        .unwrap();
+    assert_eq!(reply, CommandReply::Slot { slot: "705".into() });
+    assert_eq!(got(&mut p, p102, Method::Bye, &b_id).len(), 1);
+    assert!(matches!(
+        p.net.command(Command::Retrieve {
+            slot: "706".into(),
+            user: "103".into()
+        }),
+        Err(CommandError::NoSuchSlot(_))
+    ));
+    assert!(matches!(
+        p.net.command(Command::Retrieve {
+            slot: "705".into(),
+            user: "nobody".into()
+        }),
+        Err(CommandError::NoSuchUser(_))
+    ));
+    p.net
+        .command(Command::Retrieve {
+            slot: "705".into(),
+            user: "103".into(),
+        })
+        .unwrap();
+    let (id, inv) = p.net.phone(p103).last_request(Method::Invite);
+    assert!(inv
+        .headers
+        .get(&HeaderName::Other("Call-Info".into()))
+        .is_some());
+    p.net.respond(p103, id.unwrap(), 200, Some(SDP_ANSWER));
+    assert!(history(&p).contains(&CallHistory::Retrieved {
+        slot: "705".into(),
+        by: "103".into()
+    }));
+    let b3 = inv.call_id().unwrap().to_string();
+    let bye = p.net.phone(p103).in_dialog(&b3, Method::Bye);
+    p.net.send(p103, bye);
+    assert_eq!(got(&mut p, p101, Method::Bye, &a_id).len(), 1);
+    assert!(matches!(
+        p.net.command(Command::Originate {
+            user: "nobody".into(),
+            target: "103".into(),
+            auto_answer: true
+        }),
+        Err(CommandError::NoSuchUser(_))
+    ));
+    assert!(p.net.run_to_quiet(secs(120)));
+}

@@ -175,6 +175,8 @@ pub(crate) struct Call {
     pub(crate) parked: Option<crate::features::ParkState>,
     /// A re-INVITE of our own (resume after a transfer, a move between calls) in flight.
     pub(crate) own_reinvite: bool,
+    /// Our re-INVITE met 491 (glare): sent again at this time (RFC 3261 §14.1).
+    pub(crate) reinvite_retry: Option<(Instant, usize, crate::features::ReinvitePurpose)>,
 }
 
 impl Call {
@@ -215,6 +217,7 @@ impl Call {
             ring: None,
             parked: None,
             own_reinvite: false,
+            reinvite_retry: None,
         }
     }
 
@@ -536,6 +539,7 @@ impl Engine {
                 ring: None,
                 parked: None,
                 own_reinvite: false,
+                reinvite_retry: None,
             },
         );
     }
@@ -1177,7 +1181,7 @@ impl Engine {
             return;
         }
         if req.method == Method::Invite {
-            if call.reinvite_in_progress {
+            if call.reinvite_in_progress || call.own_reinvite {
                 self.reply_in_dialog(id, &req, 491, now);
                 return;
             }

@@ -1137,6 +1137,26 @@ impl Engine {
         if let Some(c) = self.calls.get_mut(&key) {
             c.own_reinvite = false;
         }
+        if resp.status == 491 {
+            // Glare (RFC 3261 §14.1): try again after 2.1-4 s when we chose the dialog's
+            // Call-ID (we sent its INVITE), else after 0-2 s.
+            let ours = self
+                .side_dialog(key, r.side)
+                .is_some_and(|d| d.call_id.ends_with(&format!("@{}", local.host)));
+            let ms = if ours {
+                rand::random::<u64>() % 1900 + 2100
+            } else {
+                rand::random::<u64>() % 2000
+            };
+            let at = now + Duration::from_millis(ms);
+            tracing::debug!(call = key, ms, "our re-INVITE met 491; retrying");
+            if let Some(c) = self.calls.get_mut(&key) {
+                c.reinvite_retry = Some((at, r.side, r.purpose));
+                c.deadline = at;
+            }
+            self.deadlines.push(Reverse((at, key)));
+            return;
+        }
         if !resp.is_success() {
             tracing::info!(
                 call = key,
@@ -1261,6 +1281,22 @@ impl Engine {
         Ok(slot)
     }
 
+    /// After one deadline fired, re-arms whichever ring or park deadline still applies.
+    fn restore_deadline(&mut self, key: u64) {
+        let Some(c) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let next = c
+            .ring
+            .as_ref()
+            .map(|r| r.deadline)
+            .or(c.parked.as_ref().map(|p| p.deadline));
+        if let Some(at) = next {
+            c.deadline = at;
+            self.deadlines.push(Reverse((at, key)));
+        }
+    }
+
     fn unpark(&mut self, key: u64, _now: Instant) {
         if let Some(p) = self.calls.get_mut(&key).and_then(|c| c.parked.take()) {
             self.parking.remove(&p.slot);
@@ -1269,6 +1305,22 @@ impl Engine {
 
     /// A ring or park deadline of an established call.
     pub(crate) fn on_feature_deadline(&mut self, key: u64, now: Instant) {
+        let due = self
+            .calls
+            .get(&key)
+            .and_then(|c| c.reinvite_retry.as_ref())
+            .is_some_and(|(at, _, _)| *at <= now);
+        if due {
+            if let Some((_, side, purpose)) = self
+                .calls
+                .get_mut(&key)
+                .and_then(|c| c.reinvite_retry.take())
+            {
+                self.send_own_reinvite(key, side, purpose, now);
+            }
+            self.restore_deadline(key);
+            return;
+        }
         let Some(call) = self.calls.get(&key) else {
             return;
         };

@@ -645,3 +645,40 @@ fn park_and_retrieve_by_command_and_the_refusals() {
     ));
     assert!(p.net.run_to_quiet(secs(120)));
 }
+
+#[test]
+fn our_reinvite_meeting_glare_is_sent_again() {
+    let mut p = pbx();
+    let (p101, p102, p103) = (p.p101, p.p102, p.p103);
+    let (a1, b1) = call(&mut p, p101, "102", p102);
+    let (a2, _b2) = call(&mut p, p102, "103", p103);
+    let leg = p.net.phone(p102).legs[&a2].clone();
+    let refer_to = format!(
+        "<sip:103@example.test?Replaces={}%3Bto-tag%3D{}%3Bfrom-tag%3D{}>",
+        a2.replace('@', "%40"),
+        leg.remote_tag.clone().unwrap(),
+        leg.local_tag
+    );
+    assert_eq!(refer(&mut p, p102, &b1, &refer_to), vec![202]);
+    // The transferee's phone is re-INVITing at the same moment: 491 (RFC 3261 §14.1).
+    let (id, _) = p.net.phone(p101).last_request(Method::Invite);
+    p.net.respond(p101, id.unwrap(), 491, None);
+    assert_eq!(got(&mut p, p101, Method::Invite, &a1).len(), 1);
+    // We did not choose the caller's Call-ID: the retry comes within 0-2 s.
+    p.net.advance(secs(3));
+    let reinvites = got(&mut p, p101, Method::Invite, &a1);
+    assert_eq!(reinvites.len(), 2, "{}", p.net.wire_log());
+    assert!(
+        reinvites[1].cseq().unwrap().seq > reinvites[0].cseq().unwrap().seq,
+        "a new transaction"
+    );
+    let (id, _) = p.net.phone(p101).last_request(Method::Invite);
+    p.net.respond(p101, id.unwrap(), 200, Some(SDP_ANSWER));
+    assert_eq!(
+        got(&mut p, p102, Method::Bye, &b1).len(),
+        1,
+        "{}",
+        p.net.wire_log()
+    );
+    assert_eq!(p.net.engine.stats().active_calls, 1);
+}

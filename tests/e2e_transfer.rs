@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::baresip::{AnswerMode, Baresip, PhoneOptions};
 use common::media::{measure_tone, Wav};
+use common::sipp::{register, Sipp};
 use common::{peer_available, wait_until, wait_until_or, Server, ServerOptions, User};
 
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -282,4 +283,74 @@ fn a_parked_call_rings_the_parker_back_at_the_timeout() {
     a.hangup();
     b.wait_event("CALL_CLOSED", DEADLINE);
     server.wait_metric("switchboard_active_calls", 0.0, DEADLINE);
+}
+
+#[test]
+fn an_invite_with_replaces_takes_the_place_of_a_party() {
+    if !peer_available("baresip") || !peer_available("sipp") {
+        return;
+    }
+    let (alice, bob, carol) = users();
+    let server = Server::start(
+        ServerOptions::default()
+            .user(alice.clone())
+            .user(bob.clone())
+            .user(carol.clone())
+            .env("SWITCHBOARD_LOG", "info,switchboard_core=debug"),
+    );
+    let alice_dumps = server.run_dir("dumps-alice");
+    let mut a = phone(
+        &server,
+        &alice,
+        AnswerMode::Manual,
+        ALICE_TONE,
+        Some(alice_dumps.clone()),
+    );
+    // Bob is a SIPp UAS that logs its dialog so carol can name it.
+    let bob_port = common::free_port();
+    register(&server, &bob, bob_port);
+    let mut bob_uas = Sipp::uas(&server, "uas_answer_replaced.xml")
+        .port(bob_port)
+        .service("bob")
+        .spawn();
+    a.dial(&format!("sip:102@{}", server.sip));
+    a.wait_event("CALL_ESTABLISHED", DEADLINE);
+    bob_uas.wait_for_log("dialog ", DEADLINE);
+    let logs = bob_uas.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("dialog "))
+        .unwrap()
+        .to_string();
+    let mut words = line
+        .split_whitespace()
+        .skip_while(|w| *w != "dialog")
+        .skip(1);
+    let (call_id, from_tag) = (words.next().unwrap(), words.next().unwrap());
+    // Carol replaces bob's dialog (named as bob saw it: his tag is the to-tag... from
+    // the server's side it is the remote tag; either order is accepted).
+    let replaces = format!("{call_id};to-tag={from_tag};from-tag=replaceme");
+    let mut carol_uac = Sipp::uac(&server, "uac_replaces.xml")
+        .caller(&carol)
+        .service("102")
+        .key("replaces", &replaces)
+        .arg("-rtp_echo")
+        .spawn();
+    carol_uac.wait_for_log("replacing", DEADLINE);
+    bob_uas
+        .wait()
+        .assert_passed("bob is released with BYE once carol replaced him");
+    // Alice stays in the call, now with carol (who echoes alice's own audio back).
+    wait_dump(&alice_dumps, 4, &server);
+    a.hangup();
+    a.wait_event("CALL_CLOSED", DEADLINE);
+    carol_uac
+        .wait()
+        .assert_passed("carol took bob's place and got alice's BYE");
+    assert_hears("alice (echoed by carol)", &alice_dumps, ALICE_TONE);
+    let log = server.log();
+    assert!(
+        log.contains("Attended"),
+        "no attended-transfer history in the log:\n{log}"
+    );
 }

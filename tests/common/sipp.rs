@@ -243,6 +243,11 @@ impl RunningSipp {
         }
     }
 
+    /// What the scenario's `<log>` actions wrote so far.
+    pub fn logs(&self) -> String {
+        read_lossy(&self.files.logs)
+    }
+
     pub fn wait(mut self) -> SippRun {
         let mut child = self.child.take().expect("waited twice");
         let status = wait_child(&mut child, SIPP_DEADLINE);

@@ -392,6 +392,146 @@ fn quote(s: &str) -> String {
     out
 }
 
+/// A challenge as a client reads it (`WWW-Authenticate` / `Proxy-Authenticate`): what
+/// Switchboard needs to register with a provider or place calls through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeParams {
+    pub realm: String,
+    pub nonce: String,
+    pub algorithm: Algorithm,
+    /// The server offers `qop=auth` (then we must use it, RFC 7616 §3.3).
+    pub qop_auth: bool,
+    pub opaque: Option<String>,
+    /// The previous nonce was only stale: retry with the new one.
+    pub stale: bool,
+}
+
+impl ChallengeParams {
+    /// Parses one challenge header value. Unknown parameters are ignored; a challenge
+    /// that offers only `auth-int` or an unknown algorithm is refused.
+    pub fn parse(value: &str) -> Result<ChallengeParams, DigestError> {
+        let value = value.trim_start();
+        let scheme_end = value
+            .find(|c: char| c.is_ascii_whitespace())
+            .unwrap_or(value.len());
+        let scheme = &value[..scheme_end];
+        if !scheme.eq_ignore_ascii_case("Digest") {
+            return Err(DigestError::UnsupportedScheme(scheme.to_string()));
+        }
+        let (mut realm, mut nonce, mut algorithm, mut qop, mut opaque, mut stale) =
+            (None, None, None, None, None, false);
+        let mut cur = Cursor {
+            s: &value[scheme_end..],
+        };
+        loop {
+            cur.skip_ws();
+            if cur.is_empty() {
+                break;
+            }
+            if cur.eat(',') {
+                continue;
+            }
+            let name = cur
+                .token(false)
+                .ok_or(DigestError::Syntax("expected a parameter name"))?
+                .to_ascii_lowercase();
+            cur.skip_ws();
+            if !cur.eat('=') {
+                return Err(DigestError::Syntax("expected '=' after a parameter name"));
+            }
+            cur.skip_ws();
+            let val = if cur.peek() == Some('"') {
+                cur.quoted()?
+            } else {
+                cur.token(true)
+                    .ok_or(DigestError::Syntax("expected a parameter value"))?
+                    .to_string()
+            };
+            match name.as_str() {
+                "realm" => realm = Some(val),
+                "nonce" => nonce = Some(val),
+                "algorithm" => algorithm = Some(val),
+                "qop" => qop = Some(val),
+                "opaque" => opaque = Some(val),
+                "stale" => stale = val.eq_ignore_ascii_case("true"),
+                _ => {}
+            }
+            cur.skip_ws();
+            if !cur.is_empty() && !cur.eat(',') {
+                return Err(DigestError::Syntax("expected ',' between parameters"));
+            }
+        }
+        let algorithm = match algorithm {
+            None => Algorithm::Md5,
+            Some(a) => Algorithm::from_token(&a).ok_or(DigestError::UnsupportedAlgorithm(a))?,
+        };
+        let qop_auth = match &qop {
+            None => false,
+            Some(q) => {
+                let auth = q.split(',').any(|o| o.trim().eq_ignore_ascii_case("auth"));
+                if !auth {
+                    return Err(DigestError::UnsupportedQop(q.clone()));
+                }
+                true
+            }
+        };
+        Ok(ChallengeParams {
+            realm: realm.ok_or(DigestError::MissingParam("realm"))?,
+            nonce: nonce.ok_or(DigestError::MissingParam("nonce"))?,
+            algorithm,
+            qop_auth,
+            opaque,
+            stale,
+        })
+    }
+
+    /// The `Authorization` / `Proxy-Authorization` value answering this challenge for
+    /// `method` on `uri`, as nonce use number `nc` with client nonce `cnonce`.
+    pub fn answer(
+        &self,
+        username: &str,
+        password: &str,
+        method: &str,
+        uri: &str,
+        nc: u32,
+        cnonce: &str,
+    ) -> String {
+        let mut creds = Credentials {
+            username: username.to_string(),
+            realm: self.realm.clone(),
+            nonce: self.nonce.clone(),
+            uri: uri.to_string(),
+            response: String::new(),
+            algorithm: self.algorithm,
+            cnonce: (self.qop_auth || self.algorithm.is_session()).then(|| cnonce.to_string()),
+            opaque: self.opaque.clone(),
+            qop: self.qop_auth.then_some(Qop::Auth),
+            nc: self.qop_auth.then(|| format!("{nc:08x}")),
+        };
+        let ha1 = ha1(self.algorithm.base(), username, &self.realm, password);
+        creds.response = expected_response(&creds, method, &ha1);
+        let mut out = format!(
+            "Digest username={}, realm={}, nonce={}, uri={}, response={}, algorithm={}",
+            quote(username),
+            quote(&self.realm),
+            quote(&self.nonce),
+            quote(uri),
+            quote(&creds.response),
+            self.algorithm.as_str()
+        );
+        if let Some(c) = &creds.cnonce {
+            out.push_str(&format!(", cnonce={}", quote(c)));
+        }
+        if let (Some(_), Some(nc)) = (creds.qop, &creds.nc) {
+            out.push_str(&format!(", qop=auth, nc={nc}"));
+        }
+        if let Some(o) = &self.opaque {
+            out.push_str(&format!(", opaque={}", quote(o)));
+        }
+        out
+    }
+}
+
 /// Builds a `WWW-Authenticate` / `Proxy-Authenticate` value offering `qop="auth"`.
 /// Send one header per algorithm, in the order of [`offered_algorithms`].
 pub fn challenge(
@@ -713,6 +853,41 @@ impl NonceManager {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_client_answers_a_challenge_the_server_accepts() {
+        // Our own server side checks what our client side computes, both algorithms.
+        for alg in [Algorithm::Md5, Algorithm::Sha256] {
+            let header = challenge("sip.example.net", "abc123", alg, false, Some("xyz"));
+            let ch = ChallengeParams::parse(&header).unwrap();
+            assert_eq!(ch.realm, "sip.example.net");
+            assert!(ch.qop_auth && !ch.stale);
+            let value = ch.answer("trunk1", "s3cret", "INVITE", "sip:0039055@x", 1, "0a4f113b");
+            let creds = Credentials::parse(&value).unwrap();
+            assert_eq!(creds.nc.as_deref(), Some("00000001"));
+            assert_eq!(creds.opaque.as_deref(), Some("xyz"));
+            let stored = ha1(alg, "trunk1", "sip.example.net", "s3cret");
+            assert!(verify(&creds, "INVITE", &stored), "{alg:?}");
+            assert!(!verify(&creds, "BYE", &stored));
+        }
+    }
+
+    #[test]
+    fn rfc2617_challenge_without_qop_gets_the_2069_form() {
+        // RFC 2617 §3.5's challenge, but without qop: the answer has no cnonce/nc.
+        let ch = ChallengeParams::parse(
+            "Digest realm=\"testrealm@host.com\", nonce=\"dcd98b7102dd2f0e8b11d0f600bfb0c093\", opaque=\"5ccc069c403ebaf9f0171e9517f40e41\", stale=TRUE",
+        )
+        .unwrap();
+        assert!(ch.stale && !ch.qop_auth);
+        let v = ch.answer("Mufasa", "Circle Of Life", "GET", "/dir/index.html", 1, "c");
+        assert!(!v.contains("cnonce") && !v.contains("nc="), "{v}");
+        assert!(ChallengeParams::parse("Basic realm=\"x\"").is_err());
+        assert!(
+            ChallengeParams::parse("Digest realm=\"x\", nonce=\"n\", qop=\"auth-int\"").is_err()
+        );
+        assert!(ChallengeParams::parse("Digest nonce=\"n\"").is_err());
+    }
+
     use super::*;
 
     fn at(secs: u64) -> SystemTime {

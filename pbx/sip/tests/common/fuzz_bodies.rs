@@ -98,8 +98,9 @@ pub fn sip_uri(data: &[u8]) {
     }
 }
 
-/// `Credentials::parse` (Authorization / Proxy-Authorization values from any client);
-/// whatever parses must survive the verification path without panicking.
+/// `Credentials::parse` (Authorization / Proxy-Authorization values from any client) and
+/// `ChallengeParams::parse` (challenges from providers we register with); whatever parses
+/// must survive verification, or answering, without panicking.
 pub fn digest_credentials(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
@@ -110,5 +111,14 @@ pub fn digest_credentials(data: &[u8]) {
         let _ = switchboard_sip::digest::verify(&creds, "REGISTER", &ha1);
         let mut nonces = switchboard_sip::digest::NonceManager::new(b"fuzz".to_vec());
         let _ = nonces.authenticate(&creds, "INVITE", &ha1, std::time::SystemTime::UNIX_EPOCH);
+    }
+    // The same bytes as a challenge from a provider (WWW-/Proxy-Authenticate): whatever
+    // parses is answered, and our own answer must parse back as credentials.
+    if let Ok(ch) = switchboard_sip::digest::ChallengeParams::parse(s) {
+        let value = ch.answer("user", "pw", "REGISTER", "sip:x", 1, "c0ffee");
+        assert!(
+            switchboard_sip::digest::Credentials::parse(&value).is_ok(),
+            "our answer to {s:?} does not parse: {value}"
+        );
     }
 }

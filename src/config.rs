@@ -43,6 +43,8 @@ pub struct Config {
     pub moh_dir: Option<PathBuf>,
     /// Park extension, slots, timeout; auto-answer default profile.
     pub features: switchboard_core::FeatureConfig,
+    /// Provider accounts (`[[trunks]]`), gateways resolved at start.
+    pub trunks: Vec<switchboard_core::TrunkConfig>,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             record_calls: false,
             moh_dir: None,
             features: switchboard_core::FeatureConfig::default(),
+            trunks: Vec::new(),
         }
     }
 }
@@ -129,6 +132,25 @@ struct FileConfig {
     media: MediaSection,
     #[serde(default)]
     features: FeaturesSection,
+    #[serde(default)]
+    trunks: Vec<Spanned<TrunkSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrunkSection {
+    name: Spanned<String>,
+    domain: Spanned<String>,
+    gateways: Spanned<Vec<String>>,
+    transport: Option<Spanned<String>>,
+    username: Spanned<String>,
+    auth_username: Option<String>,
+    password: Option<String>,
+    register: Option<bool>,
+    expires: Option<Spanned<i64>>,
+    caller_id: Option<String>,
+    inbound: Option<bool>,
+    inbound_match: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -558,6 +580,95 @@ fn apply_file(cfg: &mut Config, path: &Path, text: &str) -> Result<(), ConfigErr
                     "must be standard, polycom or intercom",
                 )
             })?;
+    }
+    for t in &parsed.trunks {
+        let span = t.span();
+        let t = t.get_ref();
+        let name = t.name.get_ref().trim().to_string();
+        if name.is_empty() || cfg.trunks.iter().any(|o| o.name == name) {
+            return Err(ctx.err(t.name.span(), "trunks.name", "must be set and unique"));
+        }
+        validate_domain(t.domain.get_ref())
+            .map_err(|m| ctx.err(t.domain.span(), "trunks.domain", m))?;
+        if t.gateways.get_ref().is_empty() {
+            return Err(ctx.err(
+                t.gateways.span(),
+                "trunks.gateways",
+                "needs at least one host[:port]",
+            ));
+        }
+        let mut gateways = Vec::new();
+        for g in t.gateways.get_ref() {
+            let with_port = if g
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+                && !g.ends_with(']')
+            {
+                g.clone()
+            } else {
+                format!("{g}:5060")
+            };
+            use std::net::ToSocketAddrs;
+            let addr = with_port
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| {
+                    ctx.err(
+                        t.gateways.span(),
+                        "trunks.gateways",
+                        format!("{g:?} does not resolve to an address"),
+                    )
+                })?;
+            gateways.push(addr);
+        }
+        let transport = match t
+            .transport
+            .as_ref()
+            .map(|v| v.get_ref().to_ascii_lowercase())
+        {
+            None => switchboard_sip::transaction::Transport::Udp,
+            Some(v) if v == "udp" => switchboard_sip::transaction::Transport::Udp,
+            Some(v) if v == "tcp" => switchboard_sip::transaction::Transport::Tcp,
+            Some(_) => {
+                let span = t.transport.as_ref().map_or(span.clone(), Spanned::span);
+                return Err(ctx.err(span, "trunks.transport", "must be udp or tcp"));
+            }
+        };
+        let expires = match &t.expires {
+            Some(v) => ctx.ranged(v, "trunks.expires", 60, 86_400)? as u32,
+            None => 3600,
+        };
+        let match_ip_only = match t.inbound_match.as_ref().map(|v| v.get_ref().as_str()) {
+            None | Some("address") => false,
+            Some("ip") => true,
+            Some(_) => {
+                let span = t.inbound_match.as_ref().map_or(span.clone(), Spanned::span);
+                return Err(ctx.err(span, "trunks.inbound_match", "must be address or ip"));
+            }
+        };
+        let register = t.register.unwrap_or(true);
+        if register && t.password.is_none() {
+            return Err(ctx.err(
+                span,
+                "trunks.password",
+                "a registering trunk needs a password",
+            ));
+        }
+        cfg.trunks.push(switchboard_core::TrunkConfig {
+            name,
+            domain: t.domain.get_ref().clone(),
+            gateways,
+            transport,
+            username: t.username.get_ref().clone(),
+            auth_username: t.auth_username.clone(),
+            password: t.password.clone(),
+            register,
+            expires,
+            caller_id: t.caller_id.clone(),
+            inbound: t.inbound.unwrap_or(true),
+            match_ip_only,
+        });
     }
     let (first, last) = cfg.features.park_slots;
     if let Ok(n) = cfg.features.park_extension.parse::<u32>() {

@@ -274,6 +274,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         user_agent: format!("Switchboard/{}", env!("CARGO_PKG_VERSION")),
         media,
         features: cfg.features.clone(),
+        trunks: cfg.trunks.clone(),
     };
     let driver = DriverConfig {
         max_message_size: cfg.max_message_size,

@@ -111,6 +111,14 @@ pub(crate) struct Branch {
     pub(crate) invite_cseq: u32,
     pub(crate) state: BranchState,
     pub(crate) cancelled: bool,
+    /// Through a trunk: what answering a challenge or failing over needs.
+    pub(crate) trunk: Option<Box<crate::trunk::TrunkBranch>>,
+}
+
+/// Where a new call's branches go.
+enum Plan {
+    Devices(Vec<crate::registrar::Binding>),
+    Trunk(usize, String, Option<String>),
 }
 
 /// An ACK we sent for a 2xx, kept to answer retransmissions of that 2xx.
@@ -337,17 +345,6 @@ impl Engine {
             return;
         }
         let unix = self.unix(now);
-        let caller = match self
-            .auth
-            .authenticate(&req, Challenge::Proxy, &self.directory, unix)
-        {
-            AuthOutcome::Authenticated(u) => u,
-            AuthOutcome::Reject(resp, why) => {
-                self.note_auth_failure(&req, source, why);
-                self.respond(id, resp, now);
-                return;
-            }
-        };
         let (Ok(from), Ok(to), Ok(cseq), Ok(call_id)) = (
             req.from(),
             req.to(),
@@ -357,45 +354,124 @@ impl Engine {
             self.reply(id, &req, 400, now);
             return;
         };
-        // Caller ID is the authenticated user's: no calling as someone else.
-        let from_user = from.uri.user_unescaped();
-        if from_user.as_deref() != Some(caller.name.as_str())
-            && from_user.as_deref() != caller.extension.as_deref()
-        {
-            let resp = Response::for_request(
-                &req,
-                403,
-                "From Does Not Match Credentials",
-                Some(&crate::new_tag()),
-            );
-            self.respond(id, resp, now);
-            return;
-        }
-        let Some(dialled) = req.uri.user_unescaped().filter(|_| req.uri.is_sip()) else {
+        // A provider's gateway does not authenticate to us: a trunk's calls are known by
+        // their source address. Everyone else proves who they are first.
+        let from_trunk = self.trunk_by_source(source);
+        let caller_name = if from_trunk.is_some() {
+            from.uri
+                .user_unescaped()
+                .unwrap_or_else(|| "anonymous".to_string())
+        } else {
+            let caller = match self
+                .auth
+                .authenticate(&req, Challenge::Proxy, &self.directory, unix)
+            {
+                AuthOutcome::Authenticated(u) => u,
+                AuthOutcome::Reject(resp, why) => {
+                    self.note_auth_failure(&req, source, why);
+                    self.respond(id, resp, now);
+                    return;
+                }
+            };
+            // Caller ID is the authenticated user's: no calling as someone else.
+            let from_user = from.uri.user_unescaped();
+            if from_user.as_deref() != Some(caller.name.as_str())
+                && from_user.as_deref() != caller.extension.as_deref()
+            {
+                let resp = Response::for_request(
+                    &req,
+                    403,
+                    "From Does Not Match Credentials",
+                    Some(&crate::new_tag()),
+                );
+                self.respond(id, resp, now);
+                return;
+            }
+            caller.name.clone()
+        };
+        let Some(mut dialled) = req.uri.user_unescaped().filter(|_| req.uri.is_sip()) else {
             self.reply(id, &req, 404, now);
             return;
         };
-        if req
-            .headers
-            .get(&HeaderName::Other("Replaces".into()))
-            .is_some()
-        {
-            self.on_invite_replaces(id, req, &caller.name, source, now);
-            return;
+        if let Some(t) = from_trunk {
+            // Sent to our registered contact: the DID is in To (RFC 3261 §10: the
+            // Request-URI is then our account, not the number dialled).
+            if dialled == self.trunks[t].config.username {
+                if let Some(u) = to.uri.user_unescaped() {
+                    dialled = u;
+                }
+            }
+        } else {
+            if req
+                .headers
+                .get(&HeaderName::Other("Replaces".into()))
+                .is_some()
+            {
+                self.on_invite_replaces(id, req, &caller_name, source, now);
+                return;
+            }
+            if self.parking.contains_key(&dialled) {
+                self.on_retrieve_invite(id, req, &caller_name, source, &dialled, now);
+                return;
+            }
         }
-        if self.parking.contains_key(&dialled) {
-            self.on_retrieve_invite(id, req, &caller.name, source, &dialled, now);
-            return;
-        }
-        let Some(callee) = self.directory.resolve(&dialled).cloned() else {
-            self.reply(id, &req, 404, now);
-            return;
+        let decision = {
+            let query = crate::trunk::RouteQuery {
+                caller: &caller_name,
+                from_trunk: from_trunk.map(|t| self.trunks[t].config.name.as_str()),
+                dialled: &dialled,
+                headers: &req.headers,
+                unix,
+            };
+            match &self.router {
+                Some(r) => r.route(&query),
+                None => match self.directory.resolve(&dialled) {
+                    Some(u) => crate::trunk::RouteDecision::User(u.name.clone()),
+                    None => crate::trunk::RouteDecision::NotFound,
+                },
+            }
         };
-        let bindings = self.registrar.lookup(&callee.name, unix);
-        if bindings.is_empty() {
-            self.reply(id, &req, 480, now);
-            return;
-        }
+        let (callee_name, plan) = match decision {
+            crate::trunk::RouteDecision::User(name) => {
+                let bindings = self.registrar.lookup(&name, unix);
+                if bindings.is_empty() {
+                    self.reply(id, &req, 480, now);
+                    return;
+                }
+                (name, Plan::Devices(bindings))
+            }
+            crate::trunk::RouteDecision::Trunk {
+                trunk,
+                number,
+                caller_id,
+            } => {
+                if from_trunk.is_some() {
+                    // Never trunk to trunk: that is how toll fraud pays.
+                    let resp = Response::for_request(
+                        &req,
+                        403,
+                        "No Route From Trunk To Trunk",
+                        Some(&crate::new_tag()),
+                    );
+                    self.respond(id, resp, now);
+                    return;
+                }
+                let Some(t) = self.trunk_by_name(&trunk) else {
+                    tracing::error!(%trunk, "a route names a trunk that is not configured");
+                    self.reply(id, &req, 503, now);
+                    return;
+                };
+                (number.clone(), Plan::Trunk(t, number, caller_id))
+            }
+            crate::trunk::RouteDecision::Reject(status) if (400..700).contains(&status) => {
+                self.reply(id, &req, status, now);
+                return;
+            }
+            _ => {
+                self.reply(id, &req, 404, now);
+                return;
+            }
+        };
         let a_tag = crate::new_tag();
         let trying = Response::for_request(&req, 100, "Trying", None);
         self.respond(id, trying, now);
@@ -438,26 +514,52 @@ impl Engine {
             }
         };
         let domain = self.config.domain.clone();
-        let mut branches = Vec::with_capacity(bindings.len());
-        for binding in &bindings {
-            let Ok(contact_uri) = Uri::parse(&binding.contact) else {
-                continue;
-            };
-            let mut local_uri = NameAddr::new(Uri::sip(from.uri.user.as_deref(), &domain, None));
-            local_uri.display_name = from.display_name.clone();
-            let remote_uri = NameAddr::new(Uri::sip(Some(&dialled), &domain, None));
-            let mut dialog = Dialog {
-                call_id: crate::new_sip_call_id(&self.config.local.host),
-                local_tag: crate::new_tag(),
-                remote_tag: None,
-                local_uri,
-                remote_uri,
-                remote_target: contact_uri,
-                route_set: binding.path.clone(),
-                local_cseq: 0,
-                target: binding.source,
-            };
-            let mut invite = dialog.request(Method::Invite, &self.config.local, &new_branch());
+        // Each branch: its dialog, its INVITE and, through a trunk, what a retry needs.
+        let mut plans: Vec<(Dialog, Request, Option<Box<crate::trunk::TrunkBranch>>)> = Vec::new();
+        match plan {
+            Plan::Devices(bindings) => {
+                for binding in &bindings {
+                    let Ok(contact_uri) = Uri::parse(&binding.contact) else {
+                        continue;
+                    };
+                    let mut local_uri =
+                        NameAddr::new(Uri::sip(from.uri.user.as_deref(), &domain, None));
+                    local_uri.display_name = from.display_name.clone();
+                    let remote_uri = NameAddr::new(Uri::sip(Some(&dialled), &domain, None));
+                    let mut dialog = Dialog {
+                        call_id: crate::new_sip_call_id(&self.config.local.host),
+                        local_tag: crate::new_tag(),
+                        remote_tag: None,
+                        local_uri,
+                        remote_uri,
+                        remote_target: contact_uri,
+                        route_set: binding.path.clone(),
+                        local_cseq: 0,
+                        target: binding.source,
+                    };
+                    let invite = dialog.request(Method::Invite, &self.config.local, &new_branch());
+                    plans.push((dialog, invite, None));
+                }
+            }
+            Plan::Trunk(t, number, caller_id) => {
+                let display = self
+                    .directory
+                    .by_name(&caller_name)
+                    .and_then(|u| u.display_name.clone());
+                let (dialog, invite) = self.trunk_invite(t, &number, caller_id.as_deref(), display);
+                plans.push((
+                    dialog,
+                    invite,
+                    Some(Box::new(crate::trunk::TrunkBranch {
+                        trunk: t,
+                        invite: Request::new(Method::Invite, Uri::sip(None, "x", None)),
+                        gateways_tried: 0,
+                    })),
+                ));
+            }
+        }
+        let mut branches = Vec::with_capacity(plans.len());
+        for (dialog, mut invite, mut trunk) in plans {
             invite
                 .headers
                 .set(HeaderName::MaxForwards, (max_forwards - 1).to_string());
@@ -475,10 +577,14 @@ impl Engine {
                 }
                 None => invite.body = req.body.clone(),
             }
+            if let Some(t) = trunk.as_mut() {
+                t.invite = invite.clone();
+            }
             let invite_cseq = dialog.local_cseq;
+            let target = dialog.target;
             self.dialogs
                 .insert((dialog.call_id.clone(), dialog.local_tag.clone()), call_key);
-            let Some(tx) = self.send_request(invite, binding.source, now) else {
+            let Some(tx) = self.send_request(invite, target, now) else {
                 continue;
             };
             self.client_roles
@@ -489,6 +595,7 @@ impl Engine {
                 invite_cseq,
                 state: BranchState::Calling,
                 cancelled: false,
+                trunk,
             });
         }
         if branches.is_empty() {
@@ -506,15 +613,15 @@ impl Engine {
         self.stats.calls_total += 1;
         self.events.push_back(EngineEvent::CallStarted {
             call: call_key,
-            caller: caller.name.clone(),
-            callee: callee.name.clone(),
+            caller: caller_name.clone(),
+            callee: callee_name.clone(),
         });
-        tracing::debug!(call = call_key, caller = %caller.name, callee = %callee.name, branches = branches.len(), "ringing");
+        tracing::debug!(call = call_key, caller = %caller_name, callee = %callee_name, branches = branches.len(), "ringing");
         self.calls.insert(
             call_key,
             Call {
-                caller: caller.name.clone(),
-                callee: callee.name.clone(),
+                caller: caller_name,
+                callee: callee_name,
                 state: CallState::Ringing,
                 a,
                 a_invite: req,
@@ -718,6 +825,10 @@ impl Engine {
     }
 
     pub(crate) fn on_client_response(&mut self, id: ClientTxId, resp: Response, now: Instant) {
+        if self.trunk_txs.contains_key(&id) {
+            self.on_trunk_register_response(id, Some(resp), now);
+            return;
+        }
         let Some((key, role)) = self.client_roles.get(&id).cloned() else {
             return;
         };
@@ -758,6 +869,10 @@ impl Engine {
     }
 
     pub(crate) fn on_client_failure(&mut self, id: ClientTxId, now: Instant) {
+        if self.trunk_txs.contains_key(&id) {
+            self.on_trunk_register_response(id, None, now);
+            return;
+        }
         let Some((key, role)) = self.client_roles.get(&id).cloned() else {
             return;
         };
@@ -816,7 +931,10 @@ impl Engine {
         self.respond(id, resp, now);
     }
 
-    fn on_branch_response(&mut self, key: u64, i: usize, resp: Response, now: Instant) {
+    fn on_branch_response(&mut self, key: u64, i: usize, mut resp: Response, now: Instant) {
+        if self.trunk_branch_retry(key, i, &mut resp, now) {
+            return;
+        }
         let local = self.config.local.clone();
         // With media anchored the caller only ever sees our SDP: our answer to its offer
         // (or our offer, for a late offer), made from what this device answered.
@@ -1703,6 +1821,66 @@ pub(crate) fn far_dialog(call: &mut Call, from_a: bool) -> Option<&mut Dialog> {
 /// The originator's own dialog.
 pub(crate) fn near_dialog(call: &mut Call, from_a: bool) -> Option<&mut Dialog> {
     far_dialog(call, !from_a)
+}
+
+impl Engine {
+    /// A trunk branch's 401/407 is answered with the provider's credentials, and its
+    /// timeout or 5xx tries the next gateway; true when the branch was sent again. A
+    /// challenge we cannot answer reaches the caller as 403.
+    fn trunk_branch_retry(
+        &mut self,
+        key: u64,
+        i: usize,
+        resp: &mut Response,
+        now: Instant,
+    ) -> bool {
+        let status = resp.status;
+        let retryable = matches!(status, 401 | 407 | 408 | 500..=599);
+        let Some(call) = self.calls.get_mut(&key) else {
+            return false;
+        };
+        if !retryable || call.state != CallState::Ringing {
+            return false;
+        }
+        let Some(b) = call.branches.get_mut(i) else {
+            return false;
+        };
+        if b.cancelled || !matches!(b.state, BranchState::Calling | BranchState::Early) {
+            return false;
+        }
+        let Some(mut trunk) = b.trunk.take() else {
+            return false;
+        };
+        let mut dialog = b.dialog.clone();
+        let old_tx = b.tx;
+        let challenge = matches!(status, 401 | 407).then_some(&*resp);
+        let retried = self.trunk_retry(&mut trunk, &mut dialog, challenge, now);
+        let Some(call) = self.calls.get_mut(&key) else {
+            return false;
+        };
+        let b = &mut call.branches[i];
+        b.trunk = Some(trunk);
+        match retried {
+            Some((tx, cseq)) => {
+                b.dialog = dialog;
+                b.invite_cseq = cseq;
+                b.tx = Some(tx);
+                if let Some(old) = old_tx {
+                    self.client_roles.remove(&old);
+                }
+                self.client_roles.insert(tx, (key, ClientRole::Branch(i)));
+                true
+            }
+            None => {
+                if matches!(status, 401 | 407) {
+                    tracing::warn!(call = key, "the provider refused the trunk's credentials");
+                    resp.status = 403;
+                    resp.reason = "Trunk Authentication Failed".into();
+                }
+                false
+            }
+        }
+    }
 }
 
 impl Branch {

@@ -58,6 +58,8 @@ pub struct EngineConfig {
     pub media: Option<crate::media::MediaConfig>,
     /// Park slots and auto-answer.
     pub features: crate::features::FeatureConfig,
+    /// Provider accounts (registration, outbound and inbound calls).
+    pub trunks: Vec<crate::trunk::TrunkConfig>,
 }
 
 /// What the runtime persists, logs or counts.
@@ -102,6 +104,11 @@ pub enum EngineEvent {
     History {
         call: u64,
         event: CallHistory,
+    },
+    /// A trunk's registration changed.
+    Trunk {
+        trunk: String,
+        status: crate::trunk::TrunkStatus,
     },
     /// A message we could not parse; `answered` when a 400 went back.
     Malformed {
@@ -210,6 +217,11 @@ pub struct Engine {
     pub(crate) media: Option<crate::media::MediaState>,
     /// Park slot → the call waiting there.
     pub(crate) parking: std::collections::BTreeMap<String, u64>,
+    pub(crate) trunks: Vec<crate::trunk::Trunk>,
+    /// Our REGISTERs to providers → (trunk, the request).
+    pub(crate) trunk_txs: HashMap<ClientTxId, (usize, Request)>,
+    /// Routing decisions (the dialplan); without one, a dialled user or extension.
+    pub(crate) router: Option<Box<dyn crate::trunk::Router>>,
     anchor: (Instant, u64),
 }
 
@@ -242,6 +254,14 @@ impl Engine {
                 caps: switchboard_media::sdp::negotiate::Capabilities::default(),
             }),
             parking: std::collections::BTreeMap::new(),
+            trunks: config
+                .trunks
+                .iter()
+                .filter(|t| !t.gateways.is_empty())
+                .map(|t| crate::trunk::Trunk::new(t.clone(), &config.local.host, now))
+                .collect(),
+            trunk_txs: HashMap::new(),
+            router: None,
             anchor: (now, now_unix),
             config,
         }
@@ -253,6 +273,12 @@ impl Engine {
 
     fn instant_at_unix(&self, unix: u64) -> Instant {
         self.anchor.0 + Duration::from_secs(unix.saturating_sub(self.anchor.1))
+    }
+
+    /// Installs the routing decisions (the dialplan); calls in progress keep what they
+    /// were routed to, new calls use this one.
+    pub fn set_router(&mut self, router: Box<dyn crate::trunk::Router>) {
+        self.router = Some(router);
     }
 
     /// Replaces the user directory (the runtime reloads it when the store changes).
@@ -326,6 +352,7 @@ impl Engine {
             self.deadlines.pop();
             self.on_call_deadline(call, at, now);
         }
+        self.trunk_timeouts(now);
         let unix = self.unix(now);
         for change in self.registrar.expire(unix) {
             self.events.push_back(EngineEvent::Binding(change));
@@ -383,6 +410,7 @@ impl Engine {
     /// are ended with BYE. Keep driving until [`Engine::is_idle`].
     pub fn shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
+        self.unregister_trunks(now);
         let ids: Vec<u64> = self.calls.keys().copied().collect();
         for id in ids {
             self.end_call_for_shutdown(id, now);
@@ -419,6 +447,9 @@ impl Engine {
         };
         if let Some(Reverse((at, _))) = self.deadlines.peek() {
             consider(*at);
+        }
+        if let Some(at) = self.next_trunk_timeout() {
+            consider(at);
         }
         if let Some(unix) = self.registrar.next_expiry() {
             // Registrations expire on whole seconds: wake just after the second ends.

@@ -297,6 +297,7 @@ impl Engine {
                 invite_cseq: 0,
                 state: BranchState::Answered,
                 cancelled: false,
+                trunk: None,
             });
             call.branches.push(b);
             call.winner = Some(call.branches.len() - 1);
@@ -725,6 +726,7 @@ impl Engine {
                 invite_cseq,
                 state: BranchState::Calling,
                 cancelled: false,
+                trunk: None,
             });
         }
         if branches.is_empty() {

@@ -14,6 +14,7 @@ pub mod media;
 pub mod ports;
 pub mod registrar;
 pub mod target;
+pub mod trunk;
 
 pub use call::CallOutcome;
 pub use command::{Command, CommandError, CommandReply, Party};
@@ -24,6 +25,7 @@ pub use engine::{
 };
 pub use features::{AutoAnswerProfile, FeatureConfig};
 pub use registrar::{Binding, BindingChange, RegistrarConfig};
+pub use trunk::{RouteDecision, RouteQuery, Router, TrunkConfig, TrunkStatus};
 
 use rand::Rng;
 

@@ -485,6 +485,12 @@ pub async fn run(
                     metrics.count_dtmf();
                     tracing::info!(call, party = if caller { "caller" } else { "callee" }, %digit, duration_ms, source, "dtmf");
                 }
+                EngineEvent::Trunk { trunk, status } => {
+                    tracing::debug!(%trunk, ?status, "trunk");
+                    metrics.set_trunks_registered(
+                        engine.trunk_registered().iter().filter(|(_, r)| *r).count(),
+                    );
+                }
                 EngineEvent::History { call, event } => {
                     tracing::info!(call, ?event, "call history");
                 }

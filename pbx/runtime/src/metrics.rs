@@ -32,6 +32,7 @@ pub struct Metrics {
     pub rtp_unexpected_source: AtomicU64,
     pub rtp_malformed: AtomicU64,
     pub dtmf_digits: AtomicU64,
+    pub trunks_registered: AtomicU64,
 }
 
 impl Metrics {
@@ -81,6 +82,9 @@ impl Metrics {
     pub(crate) fn count_dtmf(&self) {
         self.dtmf_digits.fetch_add(1, Relaxed);
     }
+    pub(crate) fn set_trunks_registered(&self, n: usize) {
+        self.trunks_registered.store(n as u64, Relaxed);
+    }
     pub(crate) fn set_media_sessions(&self, n: usize) {
         self.media_sessions.store(n as u64, Relaxed);
     }
@@ -105,6 +109,12 @@ impl Metrics {
     pub fn samples(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
         let g = |a: &AtomicU64| a.load(Relaxed);
         vec![
+            (
+                "switchboard_trunks_registered",
+                "gauge",
+                "Trunks currently registered with their provider.",
+                g(&self.trunks_registered),
+            ),
             (
                 "switchboard_registrations",
                 "gauge",

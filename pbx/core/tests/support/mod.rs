@@ -74,6 +74,7 @@ pub fn config(algorithms: Vec<Algorithm>) -> EngineConfig {
         // Signalling scenarios: SDP passes through untouched.
         media: None,
         features: switchboard_core::FeatureConfig::default(),
+        trunks: Vec::new(),
     }
 }
 
@@ -369,6 +370,18 @@ impl Phone {
     /// Answers a request that came in on server transaction `id`. For an INVITE, 1xx
     /// (but 100) and 2xx carry our tag and Contact; `body` is an SDP answer.
     pub fn respond(&mut self, id: ServerTxId, status: u16, body: Option<&str>, now: Instant) {
+        self.respond_with(id, status, &[], body, now);
+    }
+
+    /// [`Phone::respond`] with extra headers (a challenge, a Contact with expires).
+    pub fn respond_with(
+        &mut self,
+        id: ServerTxId,
+        status: u16,
+        extra: &[(HeaderName, String)],
+        body: Option<&str>,
+        now: Instant,
+    ) {
         let req = self
             .received
             .get(&id)
@@ -386,6 +399,9 @@ impl Phone {
         if matches!(req.method, Method::Invite | Method::Update) && status > 100 && status < 300 {
             resp.headers
                 .push(HeaderName::Contact, format!("<{}>", self.contact_uri()));
+        }
+        for (name, value) in extra {
+            resp.headers.push(name.clone(), value.clone());
         }
         if let Some(b) = body {
             resp.set_body(b.as_bytes().to_vec(), Some("application/sdp"));
@@ -755,6 +771,19 @@ impl Net {
     pub fn respond(&mut self, p: PhoneId, id: ServerTxId, status: u16, body: Option<&str>) {
         let now = self.now;
         self.phones[p].respond(id, status, body, now);
+        self.after_action();
+    }
+
+    pub fn respond_with(
+        &mut self,
+        p: PhoneId,
+        id: ServerTxId,
+        status: u16,
+        extra: &[(HeaderName, String)],
+        body: Option<&str>,
+    ) {
+        let now = self.now;
+        self.phones[p].respond_with(id, status, extra, body, now);
         self.after_action();
     }
 

@@ -356,7 +356,7 @@ impl Engine {
         };
         // A provider's gateway does not authenticate to us: a trunk's calls are known by
         // their source address. Everyone else proves who they are first.
-        let from_trunk = self.trunk_by_source(source);
+        let from_trunk = self.trunk_by_source(source, &req);
         let caller_name = if from_trunk.is_some() {
             from.uri
                 .user_unescaped()

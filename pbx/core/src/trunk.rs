@@ -204,13 +204,20 @@ pub(crate) struct TrunkBranch {
 }
 
 impl Engine {
-    /// The trunk a request came from, by source address.
-    pub(crate) fn trunk_by_source(&self, source: Target) -> Option<usize> {
+    /// The trunk a request came from: by source address (a gateway's IP and port, or its
+    /// IP alone with `match_ip_only`), or by registration (sent to the account we
+    /// registered, from a gateway's IP: providers often send calls from other ports than
+    /// their registrar's).
+    pub(crate) fn trunk_by_source(&self, source: Target, req: &Request) -> Option<usize> {
+        let ruri_user = req.uri.user_unescaped();
         self.trunks.iter().position(|t| {
-            t.config.inbound
-                && t.config.gateways.iter().any(|g| {
+            let c = &t.config;
+            c.inbound
+                && c.gateways.iter().any(|g| {
                     g.ip() == source.addr.ip()
-                        && (t.config.match_ip_only || g.port() == source.addr.port())
+                        && (c.match_ip_only
+                            || g.port() == source.addr.port()
+                            || (t.registered && ruri_user.as_deref() == Some(c.username.as_str())))
                 })
         })
     }

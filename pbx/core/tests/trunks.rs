@@ -239,6 +239,37 @@ fn outbound_calls_use_the_providers_credentials_and_inbound_dids_reach_users() {
         200
     );
 
+    // Providers often send calls from another port than their registrar's: a call to our
+    // registered account from the gateway's IP is the trunk's; to anything else, it is a
+    // stranger that must authenticate.
+    let other_port = net.add_phone("provider", "unused", 5095);
+    let mut by_registration = net.phone(other_port).request(
+        Method::Invite,
+        "sip:acct42@127.0.0.1:5060",
+        "<sip:1102@voip.example.net>",
+    );
+    by_registration.set_body(
+        support::SDP_OFFER.as_bytes().to_vec(),
+        Some("application/sdp"),
+    );
+    let before = net.phone(bob).count(Method::Invite);
+    net.send(other_port, by_registration);
+    assert_eq!(net.phone(bob).count(Method::Invite), before + 1);
+    let mut stranger = net.phone(other_port).request(
+        Method::Invite,
+        "sip:1102@127.0.0.1:5060",
+        "<sip:1102@voip.example.net>",
+    );
+    stranger.set_body(
+        support::SDP_OFFER.as_bytes().to_vec(),
+        Some("application/sdp"),
+    );
+    let st = net.send(other_port, stranger);
+    assert_eq!(
+        net.phone(other_port).final_response(st).unwrap().status,
+        407
+    );
+
     // A call from the trunk is never routed back out to the trunk.
     let mut hairpin = net.phone(provider).request(
         Method::Invite,

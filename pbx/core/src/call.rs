@@ -508,6 +508,7 @@ impl Engine {
             call: call_key,
             caller: caller.name.clone(),
             callee: callee.name.clone(),
+            sip_call_id: a.call_id.clone(),
         });
         tracing::debug!(call = call_key, caller = %caller.name, callee = %callee.name, branches = branches.len(), "ringing");
         self.calls.insert(

@@ -68,6 +68,9 @@ pub enum EngineEvent {
         call: u64,
         caller: String,
         callee: String,
+        /// The caller leg's SIP Call-ID: recordings are stored against it, and the call
+        /// log keeps it to match a call with SIP traces.
+        sip_call_id: String,
     },
     CallAnswered {
         call: u64,

@@ -290,6 +290,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let metrics = Arc::new(Metrics::new());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (control, control_inbox) = switchboard_runtime::CallControl::new();
 
     let app = switchboard_web::router(switchboard_web::AppState {
         metrics: metrics.clone(),
@@ -321,6 +322,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         driver,
         store.clone(),
         metrics,
+        control_inbox,
         shutdown_rx,
     )
     .await;

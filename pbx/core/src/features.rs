@@ -1951,6 +1951,8 @@ impl Engine {
             call: key,
             caller: user.clone(),
             callee: target.to_string(),
+            // The user's leg gets its Call-ID when it is rung, after this event.
+            sip_call_id: String::new(),
         });
         if let Err(e) = self.start_ring(
             key,

@@ -158,6 +158,20 @@ impl CallLog {
                 }
                 None
             }
+            // An originated call starts before its first leg has a Call-ID; a recording
+            // names the leg's Call-ID it is stored against.
+            EngineEvent::Media(switchboard_core::media::MediaCommand::StartRecording {
+                call,
+                call_id,
+                ..
+            }) => {
+                if let Some(c) = self.open.get_mut(call) {
+                    if c.sip_call_id.is_empty() {
+                        c.sip_call_id = call_id.clone();
+                    }
+                }
+                None
+            }
             EngineEvent::CallEnded {
                 call,
                 caller,
@@ -187,9 +201,7 @@ impl CallLog {
                 for leg in &mut c.legs {
                     leg.left_at_ms.get_or_insert(at_ms);
                 }
-                let duration_seconds = c
-                    .answered_at_ms
-                    .map_or(0, |a| (at_ms - a).max(0) / 1000);
+                let duration_seconds = c.answered_at_ms.map_or(0, |a| (at_ms - a).max(0) / 1000);
                 Some(CallRecord {
                     id: record_id(at_ms, c.engine_call),
                     engine_call: i64::try_from(c.engine_call).unwrap_or(i64::MAX),

@@ -136,7 +136,10 @@ mod tests {
             drop(inbox);
         });
         let refused = control.execute(Command::Hangup { call: 9 }).await;
-        assert_eq!(refused, Err(ControlError::Command(CommandError::NoSuchCall(9))));
+        assert_eq!(
+            refused,
+            Err(ControlError::Command(CommandError::NoSuchCall(9)))
+        );
         assert_eq!(refused.unwrap_err().http_status(), 404);
         assert_eq!(
             control.execute(Command::ListCalls).await,

@@ -122,14 +122,12 @@ pub fn public_event(event: &EngineEvent, at_ms: i64) -> Option<CallEvent> {
             registered: true,
             at_ms,
         },
-        EngineEvent::Binding(BindingChange::Removed { aor, contact }) => {
-            CallEvent::Registration {
-                user: aor.clone(),
-                contact: contact.clone(),
-                registered: false,
-                at_ms,
-            }
-        }
+        EngineEvent::Binding(BindingChange::Removed { aor, contact }) => CallEvent::Registration {
+            user: aor.clone(),
+            contact: contact.clone(),
+            registered: false,
+            at_ms,
+        },
         _ => return None,
     })
 }

@@ -21,9 +21,7 @@ use sqlx::sqlite::{
 };
 use switchboard_sip::digest::{self, Algorithm};
 
-pub use call_log::{
-    CallHistoryRecord, CallLegRecord, CallQuery, CallRecord, MAX_CALL_QUERY_LIMIT,
-};
+pub use call_log::{CallHistoryRecord, CallLegRecord, CallQuery, CallRecord, MAX_CALL_QUERY_LIMIT};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");

@@ -45,6 +45,35 @@ pub struct Config {
     pub features: switchboard_core::FeatureConfig,
     /// Provider accounts (`[[trunks]]`), gateways resolved at start.
     pub trunks: Vec<switchboard_core::TrunkConfig>,
+    /// The call-control API's admin token; the API is disabled without one.
+    pub api_token: Option<Secret>,
+}
+
+/// A value never printed (`Debug` shows `***`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Shortest admin token accepted: a guessable token would open call control to anyone
+/// who reaches the HTTP port.
+pub const MIN_API_TOKEN_LEN: usize = 16;
+
+/// An admin token: long enough, printable, no spaces (it travels in a header).
+pub fn validate_api_token(t: &str) -> Result<(), String> {
+    if t.len() < MIN_API_TOKEN_LEN {
+        return Err(format!(
+            "the admin token must be at least {MIN_API_TOKEN_LEN} characters long"
+        ));
+    }
+    if !t.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("the admin token may only contain printable ASCII without spaces".into());
+    }
+    Ok(())
 }
 
 impl Default for Config {
@@ -74,6 +103,7 @@ impl Default for Config {
             moh_dir: None,
             features: switchboard_core::FeatureConfig::default(),
             trunks: Vec::new(),
+            api_token: None,
         }
     }
 }
@@ -133,6 +163,7 @@ struct FileConfig {
     #[serde(default)]
     features: FeaturesSection,
     #[serde(default)]
+    api: ApiSection,
     trunks: Vec<Spanned<TrunkSection>>,
 }
 
@@ -160,6 +191,12 @@ struct FeaturesSection {
     park_slots: Option<Spanned<String>>,
     park_timeout: Option<Spanned<i64>>,
     auto_answer: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiSection {
+    admin_token: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,6 +262,7 @@ pub struct Overrides {
     pub moh_dir: Option<PathBuf>,
     pub park_slots: Option<String>,
     pub park_timeout: Option<u64>,
+    pub api_token: Option<String>,
 }
 
 /// Park slots `FIRST-LAST` (e.g. `701-720`): numbers, first ≤ last, at most 1000 slots.
@@ -404,6 +442,10 @@ pub fn load(file: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError
             ));
         }
         cfg.moh_dir = Some(v.clone());
+    }
+    if let Some(v) = &over.api_token {
+        validate_api_token(v).map_err(|m| flag_err("--api-token", m))?;
+        cfg.api_token = Some(Secret(v.clone()));
     }
     validate_domain(&cfg.domain).map_err(|m| ConfigError {
         file: None,
@@ -681,6 +723,10 @@ fn apply_file(cfg: &mut Config, path: &Path, text: &str) -> Result<(), ConfigErr
             ));
         }
     }
+    if let Some(v) = &parsed.api.admin_token {
+        validate_api_token(v.get_ref()).map_err(|e| ctx.err(v.span(), "api.admin_token", e))?;
+        cfg.api_token = Some(Secret(v.get_ref().clone()));
+    }
     Ok(())
 }
 
@@ -741,6 +787,27 @@ mod tests {
         assert!(parse_port_range("abc").is_err());
         assert!(parse_port_range("5000-5000").is_err());
         assert_eq!(parse_port_range("10000-10001"), Ok((10000, 10001)));
+    }
+
+    #[test]
+    fn api_token_from_file_and_flag_is_validated_and_never_printed() {
+        let cfg = load_text("[api]\nadmin_token = \"0123456789abcdef-xyz\"\n").unwrap();
+        assert_eq!(cfg.api_token, Some(Secret("0123456789abcdef-xyz".into())));
+        assert!(!format!("{cfg:?}").contains("0123456789abcdef"));
+        let e = load_text("[api]\nadmin_token = \"short\"\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with("sb.toml:2:15: api.admin_token: "),
+            "{e}"
+        );
+        let over = Overrides {
+            api_token: Some("has a space in it!!".into()),
+            ..Overrides::default()
+        };
+        assert!(load(None, &over)
+            .unwrap_err()
+            .to_string()
+            .contains("--api-token"));
+        assert_eq!(load(None, &Overrides::default()).unwrap().api_token, None);
     }
 
     #[test]

@@ -100,6 +100,15 @@ struct ServeArgs {
     /// Seconds a call stays parked before the parker is rung back (default 45).
     #[arg(long, env = "SWITCHBOARD_PARK_TIMEOUT", value_name = "SECONDS")]
     park_timeout: Option<u64>,
+    /// Admin token of the call-control API (/api/v1); the API is disabled without one.
+    /// Prefer the environment or the configuration file: flags show in `ps`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    api_token: Option<String>,
     /// Anchor media through Switchboard (default true); false passes SDP through.
     #[arg(long, env = "SWITCHBOARD_MEDIA_ANCHOR", value_name = "BOOL")]
     media_anchor: Option<bool>,
@@ -183,6 +192,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         over.moh_dir = s.moh_dir.clone();
         over.park_slots = s.park_slots.clone();
         over.park_timeout = s.park_timeout;
+        over.api_token = s.api_token.clone();
     }
     let cfg = config::load(cli.global.config.as_deref(), &over)?;
     match cli.command {
@@ -291,9 +301,23 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let metrics = Arc::new(Metrics::new());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (control, control_inbox) = switchboard_runtime::CallControl::new();
 
+    let api = match &cfg.api_token {
+        Some(token) => Some(switchboard_web::api::ApiState::new(
+            control,
+            store.clone(),
+            &token.0,
+            shutdown_rx.clone(),
+        )),
+        None => {
+            tracing::warn!("the call-control API (/api/v1) is disabled: set [api] admin_token in the configuration file, --api-token or SWITCHBOARD_API_TOKEN to enable it");
+            None
+        }
+    };
     let app = switchboard_web::router(switchboard_web::AppState {
         metrics: metrics.clone(),
+        api,
     });
     let http_addr = http.local_addr()?;
     let mut http_shutdown = shutdown_rx.clone();
@@ -322,6 +346,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         driver,
         store.clone(),
         metrics,
+        control_inbox,
         shutdown_rx,
     )
     .await;

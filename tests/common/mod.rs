@@ -8,6 +8,7 @@
 //! part of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod baresip;
 pub mod media;
 pub mod sipp;

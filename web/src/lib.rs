@@ -1,6 +1,9 @@
-//! The HTTP side of Switchboard (axum). For now: `/healthz` for supervisors and
-//! orchestration, `/metrics` in the Prometheus text format. Later issues add the
-//! call-control API and the agent and supervisor panels here.
+//! The HTTP side of Switchboard (axum): `/healthz` for supervisors and orchestration,
+//! `/metrics` in the Prometheus text format, and the call-control API under `/api/v1`
+//! (see [`api`] and docs/api.md). Later issues add the agent and supervisor panels here.
+
+pub mod api;
+mod time;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -16,12 +19,16 @@ use switchboard_runtime::Metrics;
 #[derive(Clone)]
 pub struct AppState {
     pub metrics: Arc<Metrics>,
+    /// The call-control API; `None` when no admin token is configured (its routes then
+    /// answer 503 saying how to enable it).
+    pub api: Option<api::ApiState>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .nest("/api/v1", api::routes())
         .with_state(state)
 }
 
@@ -74,6 +81,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let app = router(AppState {
             metrics: metrics.clone(),
+            api: None,
         });
         assert_eq!(
             get_text(app.clone(), "/healthz").await.0,
@@ -89,7 +97,7 @@ mod tests {
         metrics
             .registrations
             .store(3, std::sync::atomic::Ordering::Relaxed);
-        let (status, body) = get_text(router(AppState { metrics }), "/metrics").await;
+        let (status, body) = get_text(router(AppState { metrics, api: None }), "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(
             body.contains("# TYPE switchboard_registrations gauge\nswitchboard_registrations 3\n")

@@ -431,6 +431,11 @@ impl Engine {
                 },
             }
         };
+        let mut direction = if from_trunk.is_some() {
+            crate::engine::CallDirection::Inbound
+        } else {
+            crate::engine::CallDirection::Internal
+        };
         let (callee_name, plan) = match decision {
             crate::trunk::RouteDecision::User(name) => {
                 let bindings = self.registrar.lookup(&name, unix);
@@ -461,6 +466,7 @@ impl Engine {
                     self.reply(id, &req, 503, now);
                     return;
                 };
+                direction = crate::engine::CallDirection::Outbound;
                 (number.clone(), Plan::Trunk(t, number, caller_id))
             }
             crate::trunk::RouteDecision::Reject(status) if (400..700).contains(&status) => {
@@ -495,6 +501,7 @@ impl Engine {
                 .map(str::to_string)
                 .collect(),
             local_cseq: 0,
+            we_chose_call_id: false,
             target: source,
         };
         let call_key = self.new_call_id();
@@ -535,6 +542,7 @@ impl Engine {
                         remote_target: contact_uri,
                         route_set: binding.path.clone(),
                         local_cseq: 0,
+                        we_chose_call_id: true,
                         target: binding.source,
                     };
                     let invite = dialog.request(Method::Invite, &self.config.local, &new_branch());
@@ -615,6 +623,8 @@ impl Engine {
             call: call_key,
             caller: caller_name.clone(),
             callee: callee_name.clone(),
+            sip_call_id: a.call_id.clone(),
+            direction,
         });
         tracing::debug!(call = call_key, caller = %caller_name, callee = %callee_name, branches = branches.len(), "ringing");
         self.calls.insert(

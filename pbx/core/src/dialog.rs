@@ -21,6 +21,9 @@ pub struct Dialog {
     /// Route set in the order requests carry it.
     pub route_set: Vec<String>,
     pub local_cseq: u32,
+    /// We sent the request that created the dialog, so the Call-ID is ours (RFC 3261
+    /// §14.1 makes the glare back-off depend on it).
+    pub we_chose_call_id: bool,
     /// Where the peer's requests came from (or where its binding registered from): the
     /// flow we send on, so phones behind NAT are reached without trusting Contact.
     pub target: Target,

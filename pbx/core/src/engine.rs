@@ -70,6 +70,10 @@ pub enum EngineEvent {
         call: u64,
         caller: String,
         callee: String,
+        /// The caller leg's SIP Call-ID: recordings are stored against it, and the call
+        /// log keeps it to match a call with SIP traces.
+        sip_call_id: String,
+        direction: CallDirection,
     },
     CallAnswered {
         call: u64,
@@ -175,6 +179,27 @@ impl TransferKind {
             TransferKind::Blind => "blind",
             TransferKind::Attended => "attended",
             TransferKind::ParkTimeout => "park_timeout",
+        }
+    }
+}
+
+/// Where a call came from and went, for the call log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallDirection {
+    /// Between users of this server.
+    Internal,
+    /// From a trunk.
+    Inbound,
+    /// To a trunk.
+    Outbound,
+}
+
+impl CallDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallDirection::Internal => "internal",
+            CallDirection::Inbound => "inbound",
+            CallDirection::Outbound => "outbound",
         }
     }
 }

@@ -688,6 +688,7 @@ impl Engine {
                 remote_target: contact_uri,
                 route_set: binding.path.clone(),
                 local_cseq: 0,
+                we_chose_call_id: true,
                 target: binding.source,
             };
             let mut invite = dialog.request(Method::Invite, &self.config.local, &new_branch());
@@ -1144,7 +1145,7 @@ impl Engine {
             // Call-ID (we sent its INVITE), else after 0-2 s.
             let ours = self
                 .side_dialog(key, r.side)
-                .is_some_and(|d| d.call_id.ends_with(&format!("@{}", local.host)));
+                .is_some_and(|d| d.we_chose_call_id);
             let ms = if ours {
                 rand::random::<u64>() % 1900 + 2100
             } else {
@@ -1934,6 +1935,7 @@ impl Engine {
             remote_target: Uri::sip(None, &self.config.domain, None),
             route_set: Vec::new(),
             local_cseq: 0,
+            we_chose_call_id: false,
             target: Target {
                 transport: switchboard_sip::transaction::Transport::Udp,
                 addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -1953,6 +1955,9 @@ impl Engine {
             call: key,
             caller: user.clone(),
             callee: target.to_string(),
+            // The user's leg gets its Call-ID when it is rung, after this event.
+            sip_call_id: String::new(),
+            direction: crate::engine::CallDirection::Internal,
         });
         if let Err(e) = self.start_ring(
             key,
@@ -1997,6 +2002,7 @@ pub(crate) fn uas_dialog(req: &Request, source: Target) -> Option<Dialog> {
             .map(str::to_string)
             .collect(),
         local_cseq: 0,
+        we_chose_call_id: false,
         target: source,
     })
 }

@@ -21,7 +21,8 @@ pub use command::{Command, CommandError, CommandReply, Party};
 pub use dialog::LocalAddress;
 pub use directory::{Directory, DirectoryUser};
 pub use engine::{
-    CallHistory, Engine, EngineConfig, EngineEvent, Stats, TransferKind, ALLOW, SUPPORTED,
+    CallDirection, CallHistory, Engine, EngineConfig, EngineEvent, Stats, TransferKind, ALLOW,
+    SUPPORTED,
 };
 pub use features::{AutoAnswerProfile, FeatureConfig};
 pub use registrar::{Binding, BindingChange, RegistrarConfig};

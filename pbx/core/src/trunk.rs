@@ -416,6 +416,7 @@ impl Engine {
             remote_target: Uri::sip(Some(number), &domain, None),
             route_set: Vec::new(),
             local_cseq: 0,
+            we_chose_call_id: true,
             target: t.target(),
         };
         let invite = dialog.request(Method::Invite, &local, &new_branch());

@@ -492,6 +492,7 @@ fn call_forks_to_two_devices_and_the_first_answer_wins() {
         call,
         caller: who,
         callee,
+        ..
     }, EngineEvent::CallAnswered { call: answered }, EngineEvent::CallEnded {
         call: ended,
         outcome,

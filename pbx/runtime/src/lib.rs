@@ -7,6 +7,9 @@
 //! It must never block the engine task on the database or on a slow peer: bounded queues
 //! everywhere, and what does not fit is dropped and counted.
 
+mod cdr;
+mod control;
+pub mod events;
 mod media;
 mod metrics;
 mod tcp;
@@ -26,6 +29,8 @@ use switchboard_store::Store;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
+pub use control::{CallControl, ControlError, ControlInbox};
+pub use events::CallEvent;
 pub use media::{load_moh_library, MohLibrary};
 pub use metrics::Metrics;
 
@@ -181,6 +186,13 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The wall clock in unix milliseconds (event and call log stamps).
+pub fn unix_ms_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 pub fn to_directory(users: Vec<switchboard_store::User>) -> Directory {
     Directory::new(users.into_iter().map(|u| DirectoryUser {
         name: u.name,
@@ -230,15 +242,22 @@ fn binding_to_store(b: &Binding) -> switchboard_store::Binding {
 
 /// Runs the SIP service until `shutdown` turns true, then shuts down gracefully: new calls
 /// are refused, live calls get BYE, and the loop ends when the engine is idle or the grace
-/// period is over. Binding writes are flushed before returning.
+/// period is over. Binding and call log writes are flushed before returning. `control` is
+/// the engine's end of a [`CallControl`] (commands in, public events out).
 pub async fn run(
     sockets: SipSockets,
     engine_config: EngineConfig,
     driver: DriverConfig,
     store: Store,
     metrics: Arc<Metrics>,
+    control: ControlInbox,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), RuntimeError> {
+    let ControlInbox {
+        commands: mut command_rx,
+        events: public_events,
+    } = control;
+    let mut commands_open = true;
     let users = store.list_users().await?;
     let mut revision = store.users_revision().await?;
     let directory = to_directory(users);
@@ -264,6 +283,10 @@ pub async fn run(
     // Store writer: bindings are persisted off the engine task, coalesced per contact.
     let (store_tx, store_rx) = mpsc::channel::<BindingChange>(65_536);
     let writer = tokio::spawn(store_writer(store.clone(), store_rx, metrics.clone()));
+    // Call log writer: one record per finished call, one transaction each.
+    let (cdr_tx, cdr_rx) = mpsc::channel(cdr::CDR_QUEUE);
+    let cdr_writer = tokio::spawn(cdr::cdr_writer(store.clone(), cdr_rx, metrics.clone()));
+    let mut call_log = cdr::CallLog::new();
 
     // User directory poller.
     let poller = {
@@ -398,6 +421,14 @@ pub async fn run(
                     None => {}
                 }
             }
+            request = command_rx.recv(), if commands_open => match request {
+                Some(request) => {
+                    let reply = engine.handle_command(request.command, Instant::now());
+                    // The asker may have gone (a closed HTTP connection): nothing to do.
+                    let _ = request.reply.send(reply);
+                }
+                None => commands_open = false,
+            },
             _ = tokio::time::sleep_until(wake) => {
                 engine.handle_timeout(Instant::now());
             }
@@ -441,7 +472,20 @@ pub async fn run(
                 }
             }
         }
+        let at_ms = unix_ms_now();
         while let Some(ev) = engine.poll_event() {
+            if public_events.receiver_count() > 0 {
+                if let Some(public) = events::public_event(&ev, at_ms) {
+                    // Fails only without subscribers; a lagging one loses the oldest.
+                    let _ = public_events.send(public);
+                }
+            }
+            if let Some(record) = call_log.handle_event(&ev, at_ms) {
+                if cdr_tx.try_send(record).is_err() {
+                    metrics.count_call_record_dropped();
+                    tracing::warn!("call log queue full; a call record was not written");
+                }
+            }
             match ev {
                 EngineEvent::Binding(change) => {
                     if store_tx.try_send(change).is_err() {
@@ -454,6 +498,7 @@ pub async fn run(
                     call,
                     caller,
                     callee,
+                    ..
                 } => {
                     tracing::info!(call, %caller, %callee, "call started");
                 }
@@ -526,11 +571,15 @@ pub async fn run(
     }
 
     drop(store_tx);
+    drop(cdr_tx);
     drop(input_tx);
     acceptor.abort();
     poller.abort();
     if let Err(e) = writer.await {
         tracing::error!(error = %e, "binding writer failed");
+    }
+    if let Err(e) = cdr_writer.await {
+        tracing::error!(error = %e, "call log writer failed");
     }
     tracing::info!("SIP service stopped");
     Ok(())

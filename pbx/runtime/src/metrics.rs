@@ -33,6 +33,10 @@ pub struct Metrics {
     pub rtp_malformed: AtomicU64,
     pub dtmf_digits: AtomicU64,
     pub trunks_registered: AtomicU64,
+    pub rtp_muted_dropped: AtomicU64,
+    pub call_records_written: AtomicU64,
+    pub call_record_errors: AtomicU64,
+    pub call_records_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -103,6 +107,16 @@ impl Metrics {
         self.rtp_unexpected_source
             .fetch_add(s.unexpected_source, Relaxed);
         self.rtp_malformed.fetch_add(s.malformed, Relaxed);
+        self.rtp_muted_dropped.fetch_add(s.muted_dropped, Relaxed);
+    }
+    pub(crate) fn count_call_record_written(&self) {
+        self.call_records_written.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn count_call_record_error(&self) {
+        self.call_record_errors.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn count_call_record_dropped(&self) {
+        self.call_records_dropped.fetch_add(1, Relaxed);
     }
 
     /// Every value with its Prometheus name, type and help text.
@@ -258,6 +272,30 @@ impl Metrics {
                 "counter",
                 "Key presses detected in calls.",
                 g(&self.dtmf_digits),
+            ),
+            (
+                "switchboard_rtp_muted_dropped_total",
+                "counter",
+                "RTP not relayed because its sender was muted (finished sessions).",
+                g(&self.rtp_muted_dropped),
+            ),
+            (
+                "switchboard_call_records_written_total",
+                "counter",
+                "Calls written to the call log.",
+                g(&self.call_records_written),
+            ),
+            (
+                "switchboard_call_record_errors_total",
+                "counter",
+                "Failed call log writes (each retry counts).",
+                g(&self.call_record_errors),
+            ),
+            (
+                "switchboard_call_records_dropped_total",
+                "counter",
+                "Call records lost: queue full or every retry failed.",
+                g(&self.call_records_dropped),
             ),
         ]
     }

@@ -21,6 +21,8 @@ use sqlx::sqlite::{
 };
 use switchboard_sip::digest::{self, Algorithm};
 
+pub use call_log::{CallHistoryRecord, CallLegRecord, CallQuery, CallRecord, MAX_CALL_QUERY_LIMIT};
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -155,6 +157,9 @@ macro_rules! on_pool {
         }
     };
 }
+
+// After `on_pool!`: a macro is visible only to modules declared below it.
+mod call_log;
 
 /// A handle on the database; cheap to clone (it is a connection pool).
 #[derive(Debug, Clone)]

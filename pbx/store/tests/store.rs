@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::Connection as _;
 use switchboard_sip::digest::{self, Algorithm, Credentials, NonceManager, Qop, Verdict};
-use switchboard_store::{Binding, NewUser, Store, StoreError};
+use switchboard_store::{
+    Binding, CallHistoryRecord, CallLegRecord, CallQuery, CallRecord, NewUser, Store, StoreError,
+};
 
 const POSTGRES_URL_VAR: &str = "SWITCHBOARD_TEST_POSTGRES_URL";
 
@@ -177,6 +179,8 @@ on_both_databases!(
     schema_has_the_expected_columns,
     concurrent_writer_and_reader,
     recordings_are_stored_against_the_call,
+    call_records_are_written_whole_and_queried_by_user_and_time,
+    a_call_record_is_all_or_nothing,
 );
 
 const REALM: &str = "pbx.example";
@@ -549,6 +553,30 @@ async fn schema_has_the_expected_columns(db: &TestDb) {
     };
     columns.sort();
     let expected: Vec<(String, String)> = [
+        ("call_history", "at_ms"),
+        ("call_history", "call_record"),
+        ("call_history", "detail"),
+        ("call_history", "kind"),
+        ("call_history", "position"),
+        ("call_legs", "call_record"),
+        ("call_legs", "joined_at_ms"),
+        ("call_legs", "left_at_ms"),
+        ("call_legs", "name"),
+        ("call_legs", "party"),
+        ("call_legs", "position"),
+        ("calls", "answered_at_ms"),
+        ("calls", "callee"),
+        ("calls", "caller"),
+        ("calls", "direction"),
+        ("calls", "duration_seconds"),
+        ("calls", "ended_at_ms"),
+        ("calls", "engine_call"),
+        ("calls", "final_status"),
+        ("calls", "id"),
+        ("calls", "outcome"),
+        ("calls", "recording_path"),
+        ("calls", "sip_call_id"),
+        ("calls", "started_at_ms"),
         ("meta", "key"),
         ("meta", "value"),
         ("recordings", "call_id"),
@@ -719,4 +747,204 @@ async fn recordings_are_stored_against_the_call(db: &TestDb) {
         (Some(1_800_000_042), Some(42))
     );
     assert!(s.recordings_of_call("other").await.unwrap().is_empty());
+}
+
+fn call_record(id: &str, caller: &str, callee: &str, started_at_ms: i64) -> CallRecord {
+    CallRecord {
+        id: id.into(),
+        engine_call: 7,
+        sip_call_id: format!("{id}@pbx"),
+        direction: "internal".into(),
+        caller: caller.into(),
+        callee: callee.into(),
+        started_at_ms,
+        answered_at_ms: Some(started_at_ms + 2_000),
+        ended_at_ms: started_at_ms + 62_500,
+        outcome: "answered".into(),
+        final_status: 200,
+        duration_seconds: 60,
+        recording_path: None,
+        legs: vec![
+            CallLegRecord {
+                party: "caller".into(),
+                name: caller.into(),
+                joined_at_ms: started_at_ms,
+                left_at_ms: Some(started_at_ms + 62_500),
+            },
+            CallLegRecord {
+                party: "callee".into(),
+                name: callee.into(),
+                joined_at_ms: started_at_ms + 2_000,
+                left_at_ms: Some(started_at_ms + 62_500),
+            },
+        ],
+        history: vec![],
+    }
+}
+
+async fn call_records_are_written_whole_and_queried_by_user_and_time(db: &TestDb) {
+    let s = &db.store;
+    let t0 = 1_800_000_000_000_i64;
+    // alice -> bob, recorded; bob transfers alice to carol (a third leg), with history.
+    let mut transferred = call_record("c1", "alice", "bob", t0);
+    transferred.legs[1].left_at_ms = Some(t0 + 30_000);
+    transferred.legs.push(CallLegRecord {
+        party: "callee".into(),
+        name: "carol".into(),
+        joined_at_ms: t0 + 30_000,
+        left_at_ms: Some(t0 + 62_500),
+    });
+    transferred.history = vec![
+        CallHistoryRecord {
+            at_ms: t0 + 10_000,
+            kind: "held".into(),
+            detail: r#"{"party":"caller"}"#.into(),
+        },
+        CallHistoryRecord {
+            at_ms: t0 + 30_000,
+            kind: "transferred".into(),
+            detail: r#"{"kind":"blind","party":"callee","from":"bob","to":"carol"}"#.into(),
+        },
+    ];
+    s.add_recording(&switchboard_store::Recording {
+        id: "rec-c1".into(),
+        call_id: "c1@pbx".into(),
+        caller: "alice".into(),
+        callee: "bob".into(),
+        path: "recordings/c1.wav".into(),
+        started_at: t0 / 1000,
+        ended_at: None,
+        seconds: None,
+    })
+    .await
+    .unwrap();
+    let stored = s.write_call_record(&transferred).await.unwrap();
+    assert_eq!(
+        stored.as_deref(),
+        Some("recordings/c1.wav"),
+        "the recording's path is copied from recordings by SIP Call-ID"
+    );
+    // Two unanswered calls later: bob -> dave busy, erin -> frank cancelled.
+    let mut busy = call_record("c2", "bob", "dave", t0 + 100_000);
+    busy.outcome = "busy".into();
+    busy.final_status = 486;
+    busy.answered_at_ms = None;
+    busy.duration_seconds = 0;
+    busy.legs.truncate(1);
+    s.write_call_record(&busy).await.unwrap();
+    let mut other = call_record("c3", "erin", "frank", t0 + 200_000);
+    other.recording_path = Some("elsewhere.wav".into());
+    s.write_call_record(&other).await.unwrap();
+
+    let all = s
+        .query_calls(&CallQuery {
+            limit: 100,
+            ..CallQuery::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = all.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["c3", "c2", "c1"], "newest first");
+    let mut expected = transferred.clone();
+    expected.recording_path = Some("recordings/c1.wav".into());
+    assert_eq!(all[2], expected, "legs and history come back in order");
+    assert_eq!(all[1], busy);
+    assert_eq!(all[0].recording_path.as_deref(), Some("elsewhere.wav"));
+
+    let by = |user: &str| {
+        let user = user.to_string();
+        async move {
+            s.query_calls(&CallQuery {
+                user: Some(user),
+                limit: 100,
+                ..CallQuery::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(by("alice").await, ["c1"], "as caller");
+    assert_eq!(by("bob").await, ["c2", "c1"], "as caller and callee");
+    assert_eq!(by("carol").await, ["c1"], "on a leg a transfer added");
+    assert!(by("nobody").await.is_empty());
+
+    let range = |from_ms, to_ms, limit| async move {
+        s.query_calls(&CallQuery {
+            user: None,
+            from_ms,
+            to_ms,
+            limit,
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(range(Some(t0 + 100_000), None, 100).await, ["c3", "c2"]);
+    assert_eq!(
+        range(Some(t0), Some(t0 + 100_000), 100).await,
+        ["c1"],
+        "the end of the range is exclusive"
+    );
+    assert_eq!(range(None, None, 2).await, ["c3", "c2"], "limit");
+    let q = CallQuery {
+        user: Some("bob".into()),
+        from_ms: Some(t0 + 1),
+        to_ms: Some(t0 + 1_000_000),
+        limit: 100,
+    };
+    let found: Vec<String> = s
+        .query_calls(&q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(found, ["c2"], "user and range together");
+}
+
+async fn a_call_record_is_all_or_nothing(db: &TestDb) {
+    let s = &db.store;
+    let r = call_record("dup", "alice", "bob", 1_800_000_000_000);
+    s.write_call_record(&r).await.unwrap();
+    // The same id again: the call row conflicts, and none of the new legs may stay.
+    let mut again = r.clone();
+    again.legs[0].name = "mallory".into();
+    assert!(matches!(
+        s.write_call_record(&again).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let found = s
+        .query_calls(&CallQuery {
+            user: Some("mallory".into()),
+            limit: 10,
+            ..CallQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "{found:?}");
+    // A leg the table refuses fails after the call row went in: the row is rolled back.
+    let mut broken = call_record("broken", "alice", "bob", 1_800_000_000_000);
+    broken.history = vec![CallHistoryRecord {
+        at_ms: 1,
+        kind: "held".into(),
+        detail: "{}".into(),
+    }];
+    broken.legs[1].party = "somebody".into();
+    assert!(matches!(
+        s.write_call_record(&broken).await,
+        Err(StoreError::InvalidField { .. })
+    ));
+    let all = s
+        .query_calls(&CallQuery {
+            limit: 10,
+            ..CallQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
 }

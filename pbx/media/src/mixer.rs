@@ -19,8 +19,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::codec::{decoder_for, encoder_for, AudioDecoder, AudioEncoder, CodecError, CodecKind};
 use crate::codec::CodecSpec;
+use crate::codec::{decoder_for, encoder_for, AudioDecoder, AudioEncoder, CodecError, CodecKind};
 use crate::jitter::{JitterBuffer, Playout};
 use crate::player::{Player, Source, StartAt};
 use crate::resample::Resampler;
@@ -370,7 +370,11 @@ impl Mixer {
     }
 
     fn start_tone(&mut self, cadence: &Cadence) {
-        self.tone = Some(ToneGenerator::new(cadence, self.rate, self.config.tone_level));
+        self.tone = Some(ToneGenerator::new(
+            cadence,
+            self.rate,
+            self.config.tone_level,
+        ));
     }
 
     /// One RTP (or RTCP, ignored) packet from a participant.

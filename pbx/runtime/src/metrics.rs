@@ -33,6 +33,10 @@ pub struct Metrics {
     pub rtp_malformed: AtomicU64,
     pub dtmf_digits: AtomicU64,
     pub trunks_registered: AtomicU64,
+    pub conference_rooms: AtomicU64,
+    pub conference_participants: AtomicU64,
+    pub conference_ticks: AtomicU64,
+    pub conference_deadline_misses: AtomicU64,
 }
 
 impl Metrics {
@@ -258,6 +262,30 @@ impl Metrics {
                 "counter",
                 "Key presses detected in calls.",
                 g(&self.dtmf_digits),
+            ),
+            (
+                "switchboard_conference_rooms",
+                "gauge",
+                "Conference rooms with a running mixer.",
+                g(&self.conference_rooms),
+            ),
+            (
+                "switchboard_conference_participants",
+                "gauge",
+                "Participants being mixed in conference rooms.",
+                g(&self.conference_participants),
+            ),
+            (
+                "switchboard_conference_ticks_total",
+                "counter",
+                "20 ms mixing steps done, all rooms together.",
+                g(&self.conference_ticks),
+            ),
+            (
+                "switchboard_conference_deadline_misses_total",
+                "counter",
+                "Mixing steps that ended after the next was due, or were skipped.",
+                g(&self.conference_deadline_misses),
             ),
         ]
     }

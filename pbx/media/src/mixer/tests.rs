@@ -70,8 +70,13 @@ impl Phone {
             })
             .collect();
         let payload = self.encoder.encode(&pcm).unwrap();
-        let data = RtpHeader::new(self.codec.payload_type, self.seq, self.ts, 0xAB00 + self.id as u32)
-            .to_bytes(&payload);
+        let data = RtpHeader::new(
+            self.codec.payload_type,
+            self.seq,
+            self.ts,
+            0xAB00 + self.id as u32,
+        )
+        .to_bytes(&payload);
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(self.codec.clock_rate / 50);
         data
@@ -84,7 +89,13 @@ impl Phone {
         for data in &self.received {
             let packet = RtpPacket::parse(data).unwrap();
             assert_eq!(packet.payload_type(), self.codec.payload_type);
-            out.extend(decoder.decode(packet.payload()).unwrap().iter().map(|&s| f64::from(s)));
+            out.extend(
+                decoder
+                    .decode(packet.payload())
+                    .unwrap()
+                    .iter()
+                    .map(|&s| f64::from(s)),
+            );
         }
         (out, decoder.rate())
     }
@@ -147,7 +158,10 @@ impl Room {
     fn levels(&self, i: usize, freqs: &[f64]) -> Vec<f64> {
         let (samples, rate) = self.phones[i].heard();
         let skip = rate as usize / 5;
-        freqs.iter().map(|&f| amplitude(&samples[skip..], rate, f)).collect()
+        freqs
+            .iter()
+            .map(|&f| amplitude(&samples[skip..], rate, f))
+            .collect()
     }
 }
 
@@ -170,7 +184,11 @@ fn three_codecs() -> Room {
 #[test]
 fn each_participant_hears_the_other_two_and_not_itself_in_its_own_codec() {
     let mut room = three_codecs();
-    assert_eq!(room.mixer.rate(), WIDEBAND_RATE, "an Opus participant makes the room wideband");
+    assert_eq!(
+        room.mixer.rate(),
+        WIDEBAND_RATE,
+        "an Opus participant makes the room wideband"
+    );
     room.run(100);
     for i in 0..3 {
         let levels = room.levels(i, &FREQS);
@@ -178,7 +196,11 @@ fn each_participant_hears_the_other_two_and_not_itself_in_its_own_codec() {
             if i == j {
                 assert!(*level < ABSENT, "phone {i} hears itself: {levels:?}");
             } else {
-                assert!(*level > PRESENT, "phone {i} misses {} Hz: {levels:?}", FREQS[j]);
+                assert!(
+                    *level > PRESENT,
+                    "phone {i} misses {} Hz: {levels:?}",
+                    FREQS[j]
+                );
             }
         }
         // One packet per tick, 20 ms each.
@@ -223,7 +245,10 @@ fn a_muted_participant_is_not_heard_but_still_hears() {
     room.clear();
     room.run(40);
     assert!(room.levels(0, &FREQS)[1] > PRESENT);
-    assert_eq!(room.mixer.set_muted(9, true), Err(MixerError::NoSuchParticipant(9)));
+    assert_eq!(
+        room.mixer.set_muted(9, true),
+        Err(MixerError::NoSuchParticipant(9))
+    );
 }
 
 #[test]
@@ -284,7 +309,10 @@ fn moderated_room_plays_music_until_a_speaker_joins() {
     };
     let mut room = Room::new(
         config,
-        vec![Phone::new(1, pcmu(), Some(440.0)), Phone::new(2, pcmu(), Some(700.0))],
+        vec![
+            Phone::new(1, pcmu(), Some(440.0)),
+            Phone::new(2, pcmu(), Some(700.0)),
+        ],
     );
     assert!(room.mixer.is_waiting_for_speaker());
     room.run(100);
@@ -293,7 +321,10 @@ fn moderated_room_plays_music_until_a_speaker_joins() {
         let rms = (samples.iter().map(|s| s * s).sum::<f64>() / samples.len() as f64).sqrt();
         assert!(rms > 500.0, "phone {i} hears no music (rms {rms})");
         let other = if i == 0 { 700.0 } else { 440.0 };
-        assert!(room.levels(i, &[other])[0] < 0.03, "waiting participants hear each other");
+        assert!(
+            room.levels(i, &[other])[0] < 0.03,
+            "waiting participants hear each other"
+        );
     }
     // The speaker joins: music stops, everyone hears everyone.
     let mut speaker = Phone::new(3, pcmu(), Some(1000.0));
@@ -310,7 +341,10 @@ fn moderated_room_plays_music_until_a_speaker_joins() {
     let heard = room.levels(0, &FREQS);
     assert!(heard[1] > PRESENT && heard[2] > PRESENT, "{heard:?}");
     let speaker_heard = room.levels(2, &FREQS);
-    assert!(speaker_heard[0] > PRESENT && speaker_heard[1] > PRESENT, "{speaker_heard:?}");
+    assert!(
+        speaker_heard[0] > PRESENT && speaker_heard[1] > PRESENT,
+        "{speaker_heard:?}"
+    );
 }
 
 #[test]
@@ -327,7 +361,10 @@ fn join_and_leave_tones_reach_everyone() {
     room.clear();
     room.run(10);
     let (quiet, _) = room.phones[0].heard();
-    assert!(quiet.iter().all(|s| s.abs() < 50.0), "silence after the tone");
+    assert!(
+        quiet.iter().all(|s| s.abs() < 50.0),
+        "silence after the tone"
+    );
     room.mixer.remove_participant(2).unwrap();
     room.phones.pop();
     room.clear();
@@ -340,7 +377,13 @@ fn join_and_leave_tones_reach_everyone() {
 fn garbage_and_foreign_payloads_are_ignored() {
     let mut room = three_codecs();
     let now = room.now;
-    for bad in [&b""[..], b"\x80", b"\x80\x00\x00", &[0xFF; 40], &[0x80, 0xC8, 0, 1, 0, 0, 0, 0]] {
+    for bad in [
+        &b""[..],
+        b"\x80",
+        b"\x80\x00\x00",
+        &[0xFF; 40],
+        &[0x80, 0xC8, 0, 1, 0, 0, 0, 0],
+    ] {
         room.mixer.handle_packet(1, bad, now);
     }
     // telephone-event on 101, and a participant that does not exist.
@@ -349,7 +392,10 @@ fn garbage_and_foreign_payloads_are_ignored() {
     room.mixer.handle_packet(42, &event, now);
     assert!(room.mixer.stats().packets_ignored >= 6);
     room.run(5);
-    assert_eq!(room.mixer.add_participant(1, room.phones[0].config(), now), Err(MixerError::Duplicate(1)));
+    assert_eq!(
+        room.mixer.add_participant(1, room.phones[0].config(), now),
+        Err(MixerError::Duplicate(1))
+    );
 }
 
 #[test]
@@ -358,11 +404,19 @@ fn silent_participant_is_reported_once_after_the_timeout() {
         rtp_timeout: Some(Duration::from_millis(500)),
         ..MixerConfig::default()
     };
-    let mut room = Room::new(config, vec![Phone::new(1, pcmu(), None), Phone::new(2, pcmu(), None)]);
+    let mut room = Room::new(
+        config,
+        vec![Phone::new(1, pcmu(), None), Phone::new(2, pcmu(), None)],
+    );
     room.run(10);
     // Phone 2 stops sending.
     let gone = room.phones.pop().unwrap();
     room.run(30);
     let events: Vec<_> = std::iter::from_fn(|| room.mixer.poll_event()).collect();
-    assert_eq!(events, vec![MixerEvent::RtpTimeout { participant: gone.id }]);
+    assert_eq!(
+        events,
+        vec![MixerEvent::RtpTimeout {
+            participant: gone.id
+        }]
+    );
 }

@@ -57,6 +57,8 @@ struct GlobalArgs {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start-up: the size of the serve flags does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the PBX: SIP on UDP and TCP, and the HTTP endpoints.
     Serve(ServeArgs),

@@ -92,7 +92,10 @@ fn room_events(net: &Net) -> Vec<RoomCommand> {
         .collect()
 }
 
-fn rooms(net: &mut Net) -> Vec<(String, Vec<(u64, String, bool, bool)>)> {
+/// (room, [(participant, user, muted, speaker)]).
+type Listing = Vec<(String, Vec<(u64, String, bool, bool)>)>;
+
+fn rooms(net: &mut Net) -> Listing {
     let now = net.now;
     match net.engine.handle_command(Command::ListRooms, now).unwrap() {
         CommandReply::Rooms(rooms) => rooms

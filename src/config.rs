@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchboard_core::conference::RoomRange;
 use toml::Spanned;
 
 /// The whole resolved configuration.
@@ -45,6 +46,14 @@ pub struct Config {
     pub features: switchboard_core::FeatureConfig,
     /// Provider accounts (`[[trunks]]`), gateways resolved at start.
     pub trunks: Vec<switchboard_core::TrunkConfig>,
+    /// Conference room numbers (`[conference] rooms`); empty: no rooms.
+    pub conference_rooms: Vec<RoomRange>,
+    /// Rooms where participants wait with music until a speaker joins.
+    pub conference_moderated: Vec<RoomRange>,
+    /// Users who are speakers in moderated rooms.
+    pub conference_speakers: Vec<String>,
+    /// Join and leave tones in rooms.
+    pub conference_tones: bool,
     /// The call-control API's admin token; the API is disabled without one.
     pub api_token: Option<Secret>,
 }
@@ -104,6 +113,10 @@ impl Default for Config {
             features: switchboard_core::FeatureConfig::default(),
             trunks: Vec::new(),
             api_token: None,
+            conference_rooms: Vec::new(),
+            conference_moderated: Vec::new(),
+            conference_speakers: Vec::new(),
+            conference_tones: true,
         }
     }
 }
@@ -165,6 +178,8 @@ struct FileConfig {
     #[serde(default)]
     api: ApiSection,
     trunks: Vec<Spanned<TrunkSection>>,
+    #[serde(default)]
+    conference: ConferenceSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +197,44 @@ struct TrunkSection {
     caller_id: Option<String>,
     inbound: Option<bool>,
     inbound_match: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConferenceSection {
+    rooms: Option<Spanned<String>>,
+    moderated: Option<Spanned<String>>,
+    speakers: Option<Vec<String>>,
+    tones: Option<bool>,
+}
+
+/// A comma-separated list of room numbers and ranges: `800-849, 900, 950-959`.
+pub fn parse_room_ranges(s: &str) -> Result<Vec<RoomRange>, String> {
+    s.split(',')
+        .filter(|part| !part.trim().is_empty())
+        .map(|part| part.trim().parse::<RoomRange>().map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// Checks the conference settings against each other and media anchoring.
+fn check_conference(cfg: &Config) -> Result<(), String> {
+    if !cfg.conference_rooms.is_empty() && !cfg.media_anchor {
+        return Err("conference rooms need media anchoring (media.anchor = true)".into());
+    }
+    let within = |n: u64| {
+        cfg.conference_rooms
+            .iter()
+            .any(|r| (r.first..=r.last).contains(&n))
+    };
+    for m in &cfg.conference_moderated {
+        if !within(m.first) || !within(m.last) {
+            return Err(format!(
+                "moderated rooms {}-{} are not all conference rooms",
+                m.first, m.last
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -263,6 +316,10 @@ pub struct Overrides {
     pub park_slots: Option<String>,
     pub park_timeout: Option<u64>,
     pub api_token: Option<String>,
+    pub conference_rooms: Option<String>,
+    pub conference_moderated: Option<String>,
+    /// Comma-separated user names.
+    pub conference_speakers: Option<String>,
 }
 
 /// Park slots `FIRST-LAST` (e.g. `701-720`): numbers, first ≤ last, at most 1000 slots.
@@ -447,6 +504,23 @@ pub fn load(file: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError
         validate_api_token(v).map_err(|m| flag_err("--api-token", m))?;
         cfg.api_token = Some(Secret(v.clone()));
     }
+    if let Some(v) = &over.conference_rooms {
+        cfg.conference_rooms =
+            parse_room_ranges(v).map_err(|m| flag_err("--conference-rooms", m))?;
+    }
+    if let Some(v) = &over.conference_moderated {
+        cfg.conference_moderated =
+            parse_room_ranges(v).map_err(|m| flag_err("--conference-moderated", m))?;
+    }
+    if let Some(v) = &over.conference_speakers {
+        cfg.conference_speakers = v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
+    check_conference(&cfg).map_err(|m| flag_err("conference", m))?;
     validate_domain(&cfg.domain).map_err(|m| ConfigError {
         file: None,
         position: None,
@@ -727,6 +801,29 @@ fn apply_file(cfg: &mut Config, path: &Path, text: &str) -> Result<(), ConfigErr
         validate_api_token(v.get_ref()).map_err(|e| ctx.err(v.span(), "api.admin_token", e))?;
         cfg.api_token = Some(Secret(v.get_ref().clone()));
     }
+    let k = &parsed.conference;
+    if let Some(v) = &k.rooms {
+        cfg.conference_rooms =
+            parse_room_ranges(v.get_ref()).map_err(|e| ctx.err(v.span(), "conference.rooms", e))?;
+    }
+    if let Some(v) = &k.moderated {
+        cfg.conference_moderated = parse_room_ranges(v.get_ref())
+            .map_err(|e| ctx.err(v.span(), "conference.moderated", e))?;
+    }
+    if let Some(v) = &k.speakers {
+        cfg.conference_speakers = v.clone();
+    }
+    if let Some(v) = k.tones {
+        cfg.conference_tones = v;
+    }
+    if let Err(e) = check_conference(cfg) {
+        let span = k
+            .moderated
+            .as_ref()
+            .or(k.rooms.as_ref())
+            .map_or(0..0, Spanned::span);
+        return Err(ctx.err(span, "conference", e));
+    }
     Ok(())
 }
 
@@ -737,6 +834,27 @@ mod tests {
     fn load_text(text: &str) -> Result<Config, ConfigError> {
         let mut cfg = Config::default();
         apply_file(&mut cfg, Path::new("sb.toml"), text).map(|()| cfg)
+    }
+
+    #[test]
+    fn conference_section_and_its_errors() {
+        let cfg = load_text(
+            "[conference]\nrooms = \"800-849, 900\"\nmoderated = \"840-849\"\nspeakers = [\"alice\"]\ntones = false\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.conference_rooms.len(), 2);
+        assert_eq!(cfg.conference_moderated[0].first, 840);
+        assert_eq!(cfg.conference_speakers, vec!["alice".to_string()]);
+        assert!(!cfg.conference_tones);
+        let e = load_text("[conference]\nrooms = \"800-7\"\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with("sb.toml:2:9: conference.rooms: "),
+            "{e}"
+        );
+        let e = load_text("[conference]\nrooms = \"800-849\"\nmoderated = \"850\"\n").unwrap_err();
+        assert!(e.to_string().contains("not all conference rooms"), "{e}");
+        let e = load_text("[media]\nanchor = false\n[conference]\nrooms = \"800\"\n").unwrap_err();
+        assert!(e.to_string().contains("media anchoring"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use switchboard_core::conference::ConferenceConfig;
 use switchboard_core::media::MediaConfig;
 use switchboard_core::{EngineConfig, LocalAddress, RegistrarConfig};
 use switchboard_runtime::{advertised_host, DriverConfig, Metrics, SipSockets};
@@ -56,6 +57,8 @@ struct GlobalArgs {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start-up: the size of the serve flags does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the PBX: SIP on UDP and TCP, and the HTTP endpoints.
     Serve(ServeArgs),
@@ -109,6 +112,15 @@ struct ServeArgs {
         hide_env_values = true
     )]
     api_token: Option<String>,
+    /// Conference room numbers, e.g. `800-899` or `800-849,900` (none by default).
+    #[arg(long, env = "SWITCHBOARD_CONFERENCE_ROOMS", value_name = "RANGES")]
+    conference_rooms: Option<String>,
+    /// Rooms where participants hear music until a speaker joins.
+    #[arg(long, env = "SWITCHBOARD_CONFERENCE_MODERATED", value_name = "RANGES")]
+    conference_moderated: Option<String>,
+    /// Users who are speakers in moderated rooms (comma-separated names).
+    #[arg(long, env = "SWITCHBOARD_CONFERENCE_SPEAKERS", value_name = "USERS")]
+    conference_speakers: Option<String>,
     /// Anchor media through Switchboard (default true); false passes SDP through.
     #[arg(long, env = "SWITCHBOARD_MEDIA_ANCHOR", value_name = "BOOL")]
     media_anchor: Option<bool>,
@@ -193,6 +205,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         over.park_slots = s.park_slots.clone();
         over.park_timeout = s.park_timeout;
         over.api_token = s.api_token.clone();
+        over.conference_rooms = s.conference_rooms.clone();
+        over.conference_moderated = s.conference_moderated.clone();
+        over.conference_speakers = s.conference_speakers.clone();
     }
     let cfg = config::load(cli.global.config.as_deref(), &over)?;
     match cli.command {
@@ -285,6 +300,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         media,
         features: cfg.features.clone(),
         trunks: cfg.trunks.clone(),
+        conference: (!cfg.conference_rooms.is_empty()).then(|| ConferenceConfig {
+            rooms: cfg.conference_rooms.clone(),
+            moderated: cfg.conference_moderated.clone(),
+            speakers: cfg.conference_speakers.clone(),
+            tones: cfg.conference_tones,
+        }),
     };
     let driver = DriverConfig {
         max_message_size: cfg.max_message_size,

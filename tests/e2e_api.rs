@@ -251,25 +251,35 @@ fn bad_requests_get_400_and_unknown_calls_404_with_a_reason() {
     );
 }
 
-/// The conference commands are not carried out by the engine yet: they answer 501
-/// through the API unchanged. Update this test when the conference rooms land.
+/// Rooms through the API: listing works (no room is live), muting or kicking in a room
+/// that does not exist is 404, and the two conference commands not built yet (calling
+/// someone out from a room, a room from a live call) answer 501 with a reason. Update
+/// this test when they land.
 #[test]
-fn conference_commands_not_implemented_yet_answer_501_with_a_reason() {
+fn conference_room_commands_answer_and_the_missing_ones_say_501() {
     let server = Server::start(with_api(ServerOptions::default()));
     let api = api(&server);
+    let r = api.call("GET", "/rooms", None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("[]"), "{}", r.text);
     for (method, path, body) in [
-        ("GET", "/rooms", None),
-        (
-            "POST",
-            "/rooms/sales/participants",
-            Some(r#"{"target":"102"}"#),
-        ),
         (
             "POST",
             "/rooms/sales/participants/1/mute",
             Some(r#"{"muted":true}"#),
         ),
         ("DELETE", "/rooms/sales/participants/1", None),
+    ] {
+        let r = api.call(method, path, body);
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.text);
+        assert_eq!(r.json["error"], "no_such_room");
+    }
+    for (method, path, body) in [
+        (
+            "POST",
+            "/rooms/sales/participants",
+            Some(r#"{"target":"102"}"#),
+        ),
         ("POST", "/calls/1/conference", None),
     ] {
         let r = api.call(method, path, body);

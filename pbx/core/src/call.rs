@@ -414,6 +414,10 @@ impl Engine {
                 self.on_retrieve_invite(id, req, &caller_name, source, &dialled, now);
                 return;
             }
+            if self.is_room_number(&dialled) {
+                let user = caller_name.clone();
+                return self.conference_invite(id, req, source, user, dialled, now);
+            }
         }
         let decision = {
             let query = crate::trunk::RouteQuery {
@@ -1137,6 +1141,9 @@ impl Engine {
         let Some(tag) = to.tag() else {
             return;
         };
+        if self.conference_ack(&ack) {
+            return;
+        }
         let Some(&key) = self.dialogs.get(&(call_id.to_string(), tag.to_string())) else {
             return; // an ACK for nothing we know: drop (§17.2.3, never answered)
         };
@@ -1216,6 +1223,9 @@ impl Engine {
             self.reply(id, &req, 400, now);
             return;
         };
+        if self.conference_in_dialog(id, &req, tag, now) {
+            return;
+        }
         let Some(&key) = self.dialogs.get(&(call_id.clone(), tag.to_string())) else {
             self.reply_in_dialog(id, &req, 481, now);
             return;
@@ -1472,6 +1482,9 @@ impl Engine {
     /// The caller (or, for a relayed re-INVITE, either party) never ACKed a 2xx we sent
     /// (§13.3.1.4): end both legs.
     pub(crate) fn on_ack_timeout(&mut self, id: ServerTxId, now: Instant) {
+        if self.conference_ack_timeout(id, now) {
+            return;
+        }
         if let Some(key) = self.ack_waiters.remove(&id) {
             tracing::info!(call = key, "a 2xx was never acknowledged; hanging up");
             self.hang_up_both(key, now);

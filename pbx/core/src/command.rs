@@ -269,7 +269,12 @@ impl Engine {
         command: Command,
         now: Instant,
     ) -> Result<CommandReply, CommandError> {
-        if self.shutting_down && !matches!(command, Command::ListCalls | Command::ListParked) {
+        if self.shutting_down
+            && !matches!(
+                command,
+                Command::ListCalls | Command::ListParked | Command::ListRooms
+            )
+        {
             return Err(CommandError::Unavailable("shutting down".into()));
         }
         match command {
@@ -299,11 +304,18 @@ impl Engine {
                 target,
                 auto_answer,
             } => self.command_originate(&user, &target, auto_answer, now),
-            Command::ListRooms
-            | Command::RoomAdd { .. }
-            | Command::RoomMute { .. }
-            | Command::RoomKick { .. }
-            | Command::RoomFromCall { .. } => Err(CommandError::NotImplemented("conference rooms")),
+            Command::ListRooms => self.command_list_rooms(),
+            Command::RoomMute {
+                room,
+                participant,
+                muted,
+            } => self.command_room_mute(room, participant, muted),
+            Command::RoomKick { room, participant } => {
+                self.command_room_kick(room, participant, now)
+            }
+            Command::RoomAdd { .. } | Command::RoomFromCall { .. } => Err(
+                CommandError::NotImplemented("conference rooms: add, from a call"),
+            ),
         }
     }
 }

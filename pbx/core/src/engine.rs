@@ -60,6 +60,8 @@ pub struct EngineConfig {
     pub features: crate::features::FeatureConfig,
     /// Provider accounts (registration, outbound and inbound calls).
     pub trunks: Vec<crate::trunk::TrunkConfig>,
+    /// Conference rooms; `None`: no number is a room.
+    pub conference: Option<crate::conference::ConferenceConfig>,
 }
 
 /// What the runtime persists, logs or counts.
@@ -94,6 +96,8 @@ pub enum EngineEvent {
     },
     /// Something for the runtime's media side (open ports, configure a leg, close).
     Media(crate::media::MediaCommand),
+    /// Something for the runtime's conference rooms (see `conference`).
+    Room(crate::conference::RoomCommand),
     /// A key pressed by one party of a call (RFC 4733, in-band, or SIP INFO).
     Dtmf {
         call: u64,
@@ -247,6 +251,7 @@ pub struct Engine {
     pub(crate) trunk_txs: HashMap<ClientTxId, (usize, Request)>,
     /// Routing decisions (the dialplan); without one, a dialled user or extension.
     pub(crate) router: Option<Box<dyn crate::trunk::Router>>,
+    pub(crate) conference: Option<crate::conference::ConferenceState>,
     anchor: (Instant, u64),
 }
 
@@ -287,6 +292,10 @@ impl Engine {
                 .collect(),
             trunk_txs: HashMap::new(),
             router: None,
+            conference: config
+                .conference
+                .clone()
+                .map(crate::conference::ConferenceState::new),
             anchor: (now, now_unix),
             config,
         }
@@ -440,6 +449,7 @@ impl Engine {
         for id in ids {
             self.end_call_for_shutdown(id, now);
         }
+        self.conference_shutdown(now);
         self.drain_tx_events(now);
     }
 

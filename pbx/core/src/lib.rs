@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod call;
 pub mod command;
+pub mod conference;
 pub mod dialog;
 pub mod directory;
 mod engine;

@@ -9,6 +9,7 @@ pub mod codec;
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;
+pub mod mixer;
 pub mod player;
 pub mod recorder;
 pub mod relay;

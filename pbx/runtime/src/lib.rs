@@ -8,6 +8,7 @@
 //! everywhere, and what does not fit is dropped and counted.
 
 mod cdr;
+mod conference;
 mod control;
 pub mod events;
 mod media;
@@ -178,6 +179,8 @@ enum Input {
     TcpConnectFailed(SocketAddr),
     Directory(Directory),
     Media(u64, switchboard_core::media::MediaNotice),
+    /// A conference room task's report about a participant.
+    Room(u64, switchboard_core::conference::RoomNotice),
 }
 
 pub fn unix_now() -> u64 {
@@ -355,6 +358,7 @@ pub async fn run(
     );
     // RTP sockets bind the SIP listen address (all interfaces when SIP listens on all).
     let media_ip = local.ip();
+    let mut rooms = conference::Rooms::new();
     let mut connecting: HashMap<SocketAddr, Vec<Arc<[u8]>>> = HashMap::new();
     let mut buf = vec![0u8; driver.max_message_size + 1];
     let mut shutting_down = false;
@@ -418,6 +422,7 @@ pub async fn run(
                     }
                     Some(Input::Directory(d)) => engine.set_directory(d),
                     Some(Input::Media(call, notice)) => engine.handle_media_notice(call, notice, now),
+                    Some(Input::Room(participant, notice)) => engine.handle_room_notice(participant, notice, now),
                     None => {}
                 }
             }
@@ -543,6 +548,7 @@ pub async fn run(
                     media_tasks.apply(command, media_ip, &input_tx, &metrics);
                     metrics.set_media_sessions(media_tasks.len());
                 }
+                EngineEvent::Room(command) => rooms.apply(command, media_ip, &input_tx, &metrics),
                 EngineEvent::Malformed {
                     source,
                     reason,

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub call_records_written: AtomicU64,
     pub call_record_errors: AtomicU64,
     pub call_records_dropped: AtomicU64,
+    pub conference_rooms: AtomicU64,
+    pub conference_participants: AtomicU64,
+    pub conference_ticks: AtomicU64,
+    pub conference_deadline_misses: AtomicU64,
 }
 
 impl Metrics {
@@ -296,6 +300,30 @@ impl Metrics {
                 "counter",
                 "Call records lost: queue full or every retry failed.",
                 g(&self.call_records_dropped),
+            ),
+            (
+                "switchboard_conference_rooms",
+                "gauge",
+                "Conference rooms with a running mixer.",
+                g(&self.conference_rooms),
+            ),
+            (
+                "switchboard_conference_participants",
+                "gauge",
+                "Participants being mixed in conference rooms.",
+                g(&self.conference_participants),
+            ),
+            (
+                "switchboard_conference_ticks_total",
+                "counter",
+                "20 ms mixing steps done, all rooms together.",
+                g(&self.conference_ticks),
+            ),
+            (
+                "switchboard_conference_deadline_misses_total",
+                "counter",
+                "Mixing steps that ended after the next was due, or were skipped.",
+                g(&self.conference_deadline_misses),
             ),
         ]
     }

@@ -75,6 +75,7 @@ pub fn config(algorithms: Vec<Algorithm>) -> EngineConfig {
         media: None,
         features: switchboard_core::FeatureConfig::default(),
         trunks: Vec::new(),
+        conference: None,
     }
 }
 

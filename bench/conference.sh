@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Conference benchmark (issue 4, item 5): rooms of ROOM_SIZE (10) G.711
+# participants at 20 ms, adding rooms step by step until the mixers miss
+# deadlines. Target: 1,000 mixed participants on the 2-core machine with no
+# missed deadline.
+#
+# Per step (ROOMS rooms => ROOMS x ROOM_SIZE participants), on a fresh server:
+#   - callers: one SIPp (scenarios/uac_call_auth_rtp.xml.in with the request
+#     URI taken from the injection file's 4th field, so call k dials room
+#     800 + k / ROOM_SIZE), INVITE with digest auth offering PCMA only, then
+#     playing a MEDIA_SECS-long pcap of 20 ms PCMA packets (a 440 Hz tone,
+#     tools/gen_rtp_pcap.py: sip-tester's own g711a.pcap lasts seconds and is
+#     not 20 ms-regular), so every participant talks all the time: no shared
+#     encodes, the mixer's worst case. Switchboard answers each call itself
+#     and sends each participant its mix-minus (SIPp receives and drops it).
+#   - window: WINDOW_SECS once /metrics shows every participant mixed:
+#     deadline misses (switchboard_conference_deadline_misses_total) and
+#     mixing ticks over the window, server CPU (all threads, /proc ticks),
+#     machine CPU, SIPp CPU, UDP receive-buffer drops machine-wide.
+#   - participants per core = participants / (server CPU % / 100).
+# Stops after the first step with a missed deadline (or failed calls), unless
+# KEEP_GOING=1.
+#
+# usage: conference.sh
+# env: ROOMS ("10 25 50 75 100 125 150"), ROOM_SIZE (10), WINDOW_SECS (15),
+#      RAMP_SECS (10), RTP_RANGE (12000-15999), NO_BUILD=1, LOAD_MAX (1.0),
+#      LOAD_WAIT (600), KEEP_GOING=1, OUT
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd); ROOT=$(dirname "$HERE")
+ROOMS=${ROOMS:-10 25 50 75 100 125 150}; ROOM_SIZE=${ROOM_SIZE:-10}
+WINDOW_SECS=${WINDOW_SECS:-15}; RAMP_SECS=${RAMP_SECS:-10}
+RTP_RANGE=${RTP_RANGE:-12000-15999}
+OUT=${OUT:-$HERE/results/conference-$(date +%Y%m%d-%H%M%S)}; mkdir -p "$OUT"
+RESULTS=$OUT/common source "$HERE/common.sh"
+set +e
+TMP=$(mktemp -d /tmp/sb-conf.XXXXXX)
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && stop_pid "$p"; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  (cd "$ROOT" && nice -n 10 cargo build --release -q) || die "build failed"
+fi
+BIN=$ROOT/target/release/switchboard
+[ -x "$BIN" ] || die "no $BIN"
+
+# Enough media for ramp + settling + window + slack.
+MEDIA_SECS=$(( RAMP_SECS + WINDOW_SECS + 25 ))
+python3 "$HERE/tools/gen_rtp_pcap.py" "$OUT/pcma20.pcap" --seconds "$MEDIA_SECS" --codec pcma >/dev/null
+sed -e 's|@PT@|8|g' -e 's|@CODEC@|PCMA|g' -e 's|@MPORT@|[media_port]|g' \
+    -e "s|@PLAY@|  <nop><action><exec play_pcap_audio=\"$OUT/pcma20.pcap\"/></action></nop>|" \
+    -e 's|\[service\]|[field3]|g' \
+    "$HERE/scenarios/uac_call_auth_rtp.xml.in" > "$OUT/uac_room.xml"
+
+sb_metric() { curl -s "http://$SB_HTTP/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+cpu_pct() { awk -v t="$1" -v s="$2" -v hz="$CLK_TCK" 'BEGIN{ if (s <= 0) s = 1; printf "%.1f", 100 * t / hz / s }'; }
+
+echo "# conference benchmark: rooms of $ROOM_SIZE G.711 (PCMA) participants, 20 ms; $(nproc) cores; $(uname -r)"
+echo "# every participant talks (440 Hz pcap); window ${WINDOW_SECS}s once all are mixed"
+for rooms in $ROOMS; do
+  n=$(( rooms * ROOM_SIZE ))
+  d=$OUT/rooms-$rooms; mkdir -p "$d"
+  wait_load
+  USERS=$n SB_SERVE_ARGS="--rtp-ports $RTP_RANGE --conference-rooms 800-$(( 800 + rooms - 1 )) --rtp-timeout 30" \
+    sb_start "$BIN" "$d/server"
+  PIDS+=("$SB_PID"); SERVER_PID=$SB_PID
+  # Injection file: user, password, auth, room (ROOM_SIZE consecutive calls per room).
+  python3 - "$n" "$ROOM_SIZE" > "$d/users.csv" <<'PY'
+import sys
+n, size = int(sys.argv[1]), int(sys.argv[2])
+print("SEQUENTIAL")
+for i in range(n):
+    print("%d;pw%d;[authentication username=%d password=pw%d];%d" % (1000000 + i, i, 1000000 + i, i, 800 + i // size))
+PY
+  read -r uac_media < <(free_ports 1)
+  rate=$(awk -v n="$n" -v r="$RAMP_SECS" 'BEGIN{x = n / r; if (x < 1) x = 1; printf "%g", x}')
+  ( cd "$d" && timeout -k 10 $(( MEDIA_SECS + 60 )) \
+      sipp "$SB_SIP" -sf "$OUT/uac_room.xml" -inf "$d/users.csv" -i 127.0.0.1 -p 0 -mi 127.0.0.1 -mp "$uac_media" \
+        -r "$rate" -m "$n" -l "$n" -d $(( MEDIA_SECS * 1000 )) -nostdin \
+        -default_behaviors all,-abortunexp -recv_timeout 32000 \
+        -trace_stat -stf stat.csv -fd 1 -trace_err -error_file errors.log >sipp.out 2>&1 ) &
+  uac_job=$!
+  # Wait (bounded) until every participant is mixed.
+  mixed=0
+  for _ in $(seq 1 $(( (RAMP_SECS + 20) * 5 ))); do
+    mixed=$(sb_metric switchboard_conference_participants); mixed=${mixed:-0}
+    [ "$mixed" -ge "$n" ] && break
+    sleep 0.2
+  done
+  sleep 2  # jitter buffers fill, join tones end
+  uac_sipp=$(pgrep -n -f "^sipp .*-mp $uac_media " || true)
+  m0=$(sb_metric switchboard_conference_deadline_misses_total); t0=$(sb_metric switchboard_conference_ticks_total)
+  k0=$(ticks "$SB_PID"); a0=$( [ -n "$uac_sipp" ] && ticks "$uac_sipp" || echo 0)
+  all0=$(awk '/^cpu /{print $2+$3+$4+$7+$8; exit}' /proc/stat); drops0=$(udp_rcvbuf_errors)
+  w0=$(date +%s.%N)
+  sleep "$WINDOW_SECS"
+  w1=$(date +%s.%N)
+  m1=$(sb_metric switchboard_conference_deadline_misses_total); t1=$(sb_metric switchboard_conference_ticks_total)
+  k1=$(ticks "$SB_PID"); a1=$( [ -n "$uac_sipp" ] && ticks "$uac_sipp" || echo 0)
+  all1=$(awk '/^cpu /{print $2+$3+$4+$7+$8; exit}' /proc/stat); drops1=$(udp_rcvbuf_errors)
+  mixed_end=$(sb_metric switchboard_conference_participants)
+  wall=$(awk -v a="$w0" -v b="$w1" 'BEGIN{printf "%.2f", b - a}')
+  server_cpu=$(cpu_pct $((k1 - k0)) "$wall"); sipp_cpu=$(cpu_pct $((a1 - a0)) "$wall")
+  machine_cpu=$(cpu_pct $((all1 - all0)) "$wall")
+  misses=$(( ${m1:-0} - ${m0:-0} )); ticks_w=$(( ${t1:-0} - ${t0:-0} ))
+  per_core=$(awk -v n="$mixed_end" -v c="$server_cpu" 'BEGIN{ if (c > 0) printf "%.0f", n * 100 / c; else print "na" }')
+  # End this step's SIPp (found above by its own media port) and the server.
+  [ -n "$uac_sipp" ] && kill "$uac_sipp" 2>/dev/null; wait "$uac_job" 2>/dev/null
+  stop_pid "$SB_PID"
+  LINE="rooms=$rooms participants=$n mixed=$mixed_end window_s=$wall ticks=$ticks_w deadline_misses=$misses cpu_server=${server_cpu}% participants_per_core=$per_core cpu_sipp=${sipp_cpu}% cpu_machine=${machine_cpu}% udp_drops=$((drops1 - drops0))"
+  echo "$LINE" | tee -a "$OUT/summary.txt"
+  if [ "${KEEP_GOING:-0}" != 1 ] && { [ "$misses" -gt 0 ] || [ "${mixed_end:-0}" -lt "$n" ]; }; then
+    echo "# stopping: deadlines missed or participants not all mixed at $rooms rooms"
+    break
+  fi
+done
+echo "# results in $OUT"

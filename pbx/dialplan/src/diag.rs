@@ -130,8 +130,11 @@ pub enum Problem {
     },
     #[error("{error}")]
     BadTime { error: TimeError },
-    #[error("unknown time zone \"{name}\" (an IANA name such as \"Europe/Rome\" or \"UTC\")")]
-    UnknownTimeZone { name: String },
+    #[error("unknown time zone \"{name}\"{}; time zones are IANA names such as \"Europe/Rome\" or \"UTC\"", did_you_mean(suggestion))]
+    UnknownTimeZone {
+        name: String,
+        suggestion: Option<String>,
+    },
     #[error("{what} \"{name}\" is defined twice (first at line {})", first.line)]
     Duplicate {
         what: &'static str,

@@ -421,6 +421,15 @@ impl<'t> Walker<'t> {
                     field,
                     Problem::UnknownTimeZone {
                         name: name.to_string(),
+                        suggestion: {
+                            let names: Vec<String> = self
+                                .known
+                                .time_zones
+                                .available()
+                                .map(|n| n.as_str().to_string())
+                                .collect();
+                            suggest(name, names.iter().map(String::as_str))
+                        },
                     },
                 );
                 None

@@ -334,7 +334,7 @@ actions = [{ goto = "ping" }, "answer"]
     in plan.default_context
     2 | default_context = "internl"
       |                   ^
-test.toml:3:12: error: unknown time zone "Mars/Olympus" (an IANA name such as "Europe/Rome" or "UTC")
+test.toml:3:12: error: unknown time zone "Mars/Olympus"; time zones are IANA names such as "Europe/Rome" or "UTC"
     in plan.timezone
     3 | timezone = "Mars/Olympus"
       |            ^

@@ -118,8 +118,11 @@ async fn directory(cfg: &Config) -> anyhow::Result<Directory> {
         }
         known.users = Some(names);
     }
-    // Trunks, conference rooms and park slots have no directory yet: names of those kinds
-    // are reported as not checked.
+    // Trunks and park slots come from the configuration; conference rooms have no directory
+    // yet, so room names are reported as not checked.
+    known.trunks = Some(cfg.trunks.iter().map(|t| t.name.clone()).collect());
+    let (first, last) = cfg.features.park_slots;
+    known.park_slots = Some((first..=last).map(|s| s.to_string()).collect());
     Ok(Directory { known, attrs })
 }
 

@@ -105,7 +105,7 @@ fn trace_of_the_shipped_plan() {
         "\
 call:    101 -> 0039055123456 at 2026-11-23T09:00:00+01:00[Europe/Rome]
 context: internal (default)
-route:   internal/outbound-international (dialplans/default.toml:55) — 00 + country code: sent as +E.164
+route:   internal/outbound-international (dialplans/default.toml:57) — 00 + country code: sent as +E.164
 actions:
    1. set_header X-Switchboard-Caller: 101
    2. dial_trunk carrier number=+39055123456 caller_id=+390551234567 timeout=90s

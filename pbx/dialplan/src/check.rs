@@ -20,6 +20,7 @@ pub(crate) fn check(plan: &Dialplan, known: &Known, diags: &mut Diagnostics) {
         known,
         diags,
         unchecked: BTreeMap::new(),
+        missing: BTreeMap::new(),
     };
     c.contexts();
     c.references();
@@ -39,6 +40,8 @@ struct Checker<'a> {
     diags: &'a mut Diagnostics,
     /// Per kind: how many constant names could not be checked, and where the first is.
     unchecked: BTreeMap<TargetKind, (usize, Option<Location>, String)>,
+    /// Per missing target: how many times it is named, and where first.
+    missing: BTreeMap<(TargetKind, String), (usize, Option<Location>, String)>,
 }
 
 impl Checker<'_> {
@@ -497,14 +500,14 @@ impl Checker<'_> {
         };
         match list {
             Some(names) if names.contains(name) => {}
-            Some(_) => self.warning(
-                loc,
-                field,
-                Problem::UnknownTarget {
-                    kind,
-                    name: name.to_string(),
-                },
-            ),
+            Some(_) => {
+                let e = self.missing.entry((kind, name.to_string())).or_insert((
+                    0,
+                    loc,
+                    field.to_string(),
+                ));
+                e.0 += 1;
+            }
             None => {
                 let e = self
                     .unchecked
@@ -552,6 +555,9 @@ impl Checker<'_> {
                     }
                 }
             }
+        }
+        for ((kind, name), (uses, loc, field)) in std::mem::take(&mut self.missing) {
+            self.warning(loc, &field, Problem::UnknownTarget { kind, name, uses });
         }
         for (kind, (count, loc, field)) in std::mem::take(&mut self.unchecked) {
             self.warning(loc, &field, Problem::TargetsNotChecked { kind, count });

@@ -185,8 +185,12 @@ pub enum Problem {
     UnreachableAction { after: &'static str },
     #[error("goto/call loop: {}", cycle.join(" -> "))]
     Loop { cycle: Vec<String> },
-    #[error("{kind} \"{name}\" does not exist")]
-    UnknownTarget { kind: TargetKind, name: String },
+    #[error("{kind} \"{name}\" does not exist{}", if *uses > 1 { format!(" (named {uses} times, first here)") } else { String::new() })]
+    UnknownTarget {
+        kind: TargetKind,
+        name: String,
+        uses: usize,
+    },
     #[error("{count} {kind} name(s) could not be checked: no {kind} list is available")]
     TargetsNotChecked { kind: TargetKind, count: usize },
     #[error("user \"{user}\" is already in group \"{first_group}\": a user's calls start in one context")]

@@ -75,7 +75,7 @@ fn trace_of_an_international_call_from_the_default_plan() {
         .unwrap();
     let expected = "\
 context: internal (default)
-route:   internal/outbound-international (test.toml:55) — 00 + country code: sent as +E.164
+route:   internal/outbound-international (test.toml:57) — 00 + country code: sent as +E.164
 actions:
    1. set_header X-Switchboard-Caller: 101
    2. dial_trunk carrier number=+39055123456 caller_id=+390551234567 timeout=90s

@@ -2,6 +2,7 @@
 //! same database the server uses (it may run while the server does).
 
 mod config;
+mod dialplan_cli;
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -65,6 +66,9 @@ enum Command {
     /// Manage SIP users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Check, trace and test dialplan files (see docs/dialplan.md).
+    #[command(subcommand)]
+    Dialplan(dialplan_cli::DialplanCommand),
 }
 
 #[derive(Args)]
@@ -213,6 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(_) => serve(cfg).await,
         Command::User(cmd) => user(cfg, cmd).await,
+        Command::Dialplan(cmd) => dialplan_cli::run(&cfg, cmd).await,
     }
 }
 

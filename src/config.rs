@@ -46,6 +46,9 @@ pub struct Config {
     pub features: switchboard_core::FeatureConfig,
     /// Provider accounts (`[[trunks]]`), gateways resolved at start.
     pub trunks: Vec<switchboard_core::TrunkConfig>,
+    /// The dialplan that routes calls (`[dialplan] file`, `--dialplan`); without one, a
+    /// dialled user name or extension is rung and nothing else is reachable.
+    pub dialplan: Option<PathBuf>,
     /// Conference room numbers (`[conference] rooms`); empty: no rooms.
     pub conference_rooms: Vec<RoomRange>,
     /// Rooms where participants wait with music until a speaker joins.
@@ -112,6 +115,7 @@ impl Default for Config {
             moh_dir: None,
             features: switchboard_core::FeatureConfig::default(),
             trunks: Vec::new(),
+            dialplan: None,
             api_token: None,
             conference_rooms: Vec::new(),
             conference_moderated: Vec::new(),
@@ -177,9 +181,18 @@ struct FileConfig {
     features: FeaturesSection,
     #[serde(default)]
     api: ApiSection,
+    #[serde(default)]
     trunks: Vec<Spanned<TrunkSection>>,
     #[serde(default)]
     conference: ConferenceSection,
+    #[serde(default)]
+    dialplan: DialplanSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DialplanSection {
+    file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -315,6 +328,7 @@ pub struct Overrides {
     pub moh_dir: Option<PathBuf>,
     pub park_slots: Option<String>,
     pub park_timeout: Option<u64>,
+    pub dialplan: Option<PathBuf>,
     pub api_token: Option<String>,
     pub conference_rooms: Option<String>,
     pub conference_moderated: Option<String>,
@@ -478,6 +492,15 @@ pub fn load(file: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError
     }
     if let Some(v) = over.record_calls {
         cfg.record_calls = v;
+    }
+    if let Some(v) = &over.dialplan {
+        if !v.is_file() {
+            return Err(flag_err(
+                "--dialplan",
+                format!("{} is not a file", v.display()),
+            ));
+        }
+        cfg.dialplan = Some(v.clone());
     }
     if let Some(v) = &over.park_slots {
         cfg.features.park_slots = parse_park_slots(v).map_err(|m| flag_err("--park-slots", m))?;
@@ -696,6 +719,23 @@ fn apply_file(cfg: &mut Config, path: &Path, text: &str) -> Result<(), ConfigErr
                     "must be standard, polycom or intercom",
                 )
             })?;
+    }
+    if let Some(v) = &parsed.dialplan.file {
+        let file = PathBuf::from(v.get_ref());
+        // Relative to the configuration file, like every path an admin writes there.
+        let file = if file.is_relative() {
+            path.parent().map_or(file.clone(), |d| d.join(&file))
+        } else {
+            file
+        };
+        if !file.is_file() {
+            return Err(ctx.err(
+                v.span(),
+                "dialplan.file",
+                format!("{} is not a file", file.display()),
+            ));
+        }
+        cfg.dialplan = Some(file);
     }
     for t in &parsed.trunks {
         let span = t.span();

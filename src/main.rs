@@ -101,6 +101,10 @@ struct ServeArgs {
     /// (`default` replaces the generated music).
     #[arg(long, env = "SWITCHBOARD_MOH_DIR", value_name = "DIR")]
     moh_dir: Option<PathBuf>,
+    /// The dialplan routing calls (e.g. dialplans/default.toml); without one, only user
+    /// names and extensions are reachable. Reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "SWITCHBOARD_DIALPLAN", value_name = "FILE")]
+    dialplan: Option<PathBuf>,
     /// Park slots, dialled to retrieve a parked call (default 701-720).
     #[arg(long, env = "SWITCHBOARD_PARK_SLOTS", value_name = "FIRST-LAST")]
     park_slots: Option<String>,
@@ -207,6 +211,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         over.record_calls = s.record_calls;
         over.moh_dir = s.moh_dir.clone();
         over.park_slots = s.park_slots.clone();
+        over.dialplan = s.dialplan.clone();
         over.park_timeout = s.park_timeout;
         over.api_token = s.api_token.clone();
         over.conference_rooms = s.conference_rooms.clone();
@@ -328,14 +333,63 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (control, control_inbox) = switchboard_runtime::CallControl::new();
+    // The dialplan: a plan with errors stops the start (its errors say where).
+    let dialplan = match &cfg.dialplan {
+        Some(path) => {
+            let source = switchboard_runtime::dialplan::DialplanSource {
+                path: path.clone(),
+                trunks: cfg.trunks.iter().map(|t| t.name.clone()).collect(),
+                park_slots: (cfg.features.park_slots.0..=cfg.features.park_slots.1)
+                    .map(|n| n.to_string())
+                    .collect(),
+                poll_interval: std::time::Duration::from_secs(1),
+                test_clock: match std::env::var("SWITCHBOARD_DIALPLAN_TEST_CLOCK") {
+                    Ok(v) => {
+                        let ts: switchboard_dialplan::jiff::Timestamp = v.parse().map_err(|e| {
+                            anyhow::anyhow!("SWITCHBOARD_DIALPLAN_TEST_CLOCK {v:?}: {e}")
+                        })?;
+                        tracing::warn!(clock = %ts, "the dialplan routes with a fixed test clock (SWITCHBOARD_DIALPLAN_TEST_CLOCK); never set it in production");
+                        Some(ts.as_second())
+                    }
+                    Err(_) => None,
+                },
+            };
+            let users = store
+                .list_users()
+                .await?
+                .into_iter()
+                .flat_map(|u| std::iter::once(u.name).chain(u.extension))
+                .collect();
+            let plan = source
+                .load(users)
+                .map_err(|e| anyhow::anyhow!("the dialplan has errors; not starting:\n{e}"))?;
+            tracing::info!(file = %path.display(), warnings = plan.warnings().warnings().count(), "dialplan loaded");
+            Some(switchboard_runtime::dialplan::dialplan_channel(
+                source, plan,
+            ))
+        }
+        None => {
+            tracing::info!(
+                "no dialplan (--dialplan): user names and extensions are reachable, nothing else"
+            );
+            None
+        }
+    };
+    let (dialplan_handle, dialplan_inbox) = match dialplan {
+        Some((h, i)) => (Some(h), Some(i)),
+        None => (None, None),
+    };
 
     let api = match &cfg.api_token {
-        Some(token) => Some(switchboard_web::api::ApiState::new(
-            control,
-            store.clone(),
-            &token.0,
-            shutdown_rx.clone(),
-        )),
+        Some(token) => Some(
+            switchboard_web::api::ApiState::new(
+                control,
+                store.clone(),
+                &token.0,
+                shutdown_rx.clone(),
+            )
+            .with_dialplan(dialplan_handle.clone()),
+        ),
         None => {
             tracing::warn!("the call-control API (/api/v1) is disabled: set [api] admin_token in the configuration file, --api-token or SWITCHBOARD_API_TOKEN to enable it");
             None
@@ -373,6 +427,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         store.clone(),
         metrics,
         control_inbox,
+        dialplan_inbox,
         shutdown_rx,
     )
     .await;

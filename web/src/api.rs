@@ -41,6 +41,8 @@ pub struct ApiState {
     token_digest: [u8; 32],
     /// Turns true at shutdown: event streams close.
     pub shutdown: watch::Receiver<bool>,
+    /// Reload and status of the dialplan, when one is configured.
+    pub dialplan: Option<switchboard_runtime::dialplan::DialplanHandle>,
 }
 
 impl ApiState {
@@ -55,7 +57,16 @@ impl ApiState {
             store,
             token_digest: Sha256::digest(admin_token.as_bytes()).into(),
             shutdown,
+            dialplan: None,
         }
+    }
+
+    pub fn with_dialplan(
+        mut self,
+        dialplan: Option<switchboard_runtime::dialplan::DialplanHandle>,
+    ) -> ApiState {
+        self.dialplan = dialplan;
+        self
     }
 
     fn token_matches(&self, presented: &str) -> bool {
@@ -100,6 +111,8 @@ pub fn routes() -> Router<AppState> {
             post(room_mute),
         )
         .route("/cdr", get(call_log))
+        .route("/dialplan", get(dialplan_status))
+        .route("/dialplan/reload", post(dialplan_reload))
         .route("/events", get(events))
         .fallback(no_such_route)
 }
@@ -731,6 +744,49 @@ async fn call_log(
         )
     })?;
     Ok(Json(json!({"calls": records.iter().map(record_json).collect::<Vec<_>>()})).into_response())
+}
+
+// ---------------------------------------------------------------------------
+// Dialplan
+
+fn dialplan_json(s: &switchboard_runtime::dialplan::DialplanStatus) -> serde_json::Value {
+    json!({
+        "file": s.file,
+        "loaded_at": s.loaded_unix,
+        "reloads": s.reloads,
+        "failures": s.failures,
+        "last_error": s.last_error,
+        "warnings": s.warnings,
+    })
+}
+
+fn no_dialplan() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_dialplan",
+        "no dialplan is configured (start with --dialplan FILE or [dialplan] file)",
+    )
+}
+
+async fn dialplan_status(Authorized(api): Authorized) -> Result<Response, ApiError> {
+    let handle = api.dialplan.as_ref().ok_or_else(no_dialplan)?;
+    Ok(Json(dialplan_json(&handle.status())).into_response())
+}
+
+/// Reloads the plan: 200 with its status when it loaded (new calls use it), 422 with the
+/// errors when it did not (the running plan stays).
+async fn dialplan_reload(Authorized(api): Authorized) -> Result<Response, ApiError> {
+    let handle = api.dialplan.as_ref().ok_or_else(no_dialplan)?;
+    match handle.reload().await {
+        Ok(status) => Ok(
+            Json(json!({"result": "loaded", "dialplan": dialplan_json(&status)})).into_response(),
+        ),
+        Err(errors) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_dialplan",
+            errors,
+        )),
+    }
 }
 
 // ---------------------------------------------------------------------------

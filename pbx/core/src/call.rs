@@ -115,10 +115,19 @@ pub(crate) struct Branch {
     pub(crate) trunk: Option<Box<crate::trunk::TrunkBranch>>,
 }
 
-/// Where a new call's branches go.
-enum Plan {
-    Devices(Vec<crate::registrar::Binding>),
-    Trunk(usize, String, Option<String>),
+/// A branch about to be sent: its dialog, its INVITE, through a trunk what a retry needs,
+/// and the device's User-Agent (for auto-answer headers).
+type PlannedBranch = (
+    Dialog,
+    Request,
+    Option<Box<crate::trunk::TrunkBranch>>,
+    Option<String>,
+);
+
+/// One INVITE of a dial step: a user's device, or a trunk (number, caller ID and name).
+pub(crate) enum Plan {
+    Device(String, crate::registrar::Binding),
+    Trunk(usize, String, Option<String>, Option<String>),
 }
 
 /// An ACK we sent for a 2xx, kept to answer retransmissions of that 2xx.
@@ -185,6 +194,13 @@ pub(crate) struct Call {
     pub(crate) own_reinvite: bool,
     /// Our re-INVITE met 491 (glare): sent again at this time (RFC 3261 §14.1).
     pub(crate) reinvite_retry: Option<(Instant, usize, crate::features::ReinvitePurpose)>,
+    /// What is left of the route's actions (a dial that fails goes on with them).
+    pub(crate) plan: Option<Box<crate::plan::PlanState>>,
+    /// The branches of the current dial step start here (earlier ones were cancelled).
+    pub(crate) step_start: usize,
+    /// Our offer to the callee side (anchored), reused by every dial step.
+    pub(crate) callee_offer: Option<Vec<u8>>,
+    pub(crate) max_forwards: u32,
 }
 
 impl Call {
@@ -226,6 +242,10 @@ impl Call {
             parked: None,
             own_reinvite: false,
             reinvite_retry: None,
+            plan: None,
+            step_start: 0,
+            callee_offer: None,
+            max_forwards: 70,
         }
     }
 
@@ -419,6 +439,18 @@ impl Engine {
                 return self.conference_invite(id, req, source, user, dialled, now);
             }
         }
+        let caller_attrs: Vec<(String, String)> = match self.directory.by_name(&caller_name) {
+            Some(u) if from_trunk.is_none() => [
+                u.extension.clone().map(|e| ("extension".to_string(), e)),
+                u.display_name
+                    .clone()
+                    .map(|d| ("display_name".to_string(), d)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            _ => Vec::new(),
+        };
         let decision = {
             let query = crate::trunk::RouteQuery {
                 caller: &caller_name,
@@ -426,6 +458,7 @@ impl Engine {
                 dialled: &dialled,
                 headers: &req.headers,
                 unix,
+                caller_attrs: &caller_attrs,
             };
             match &self.router {
                 Some(r) => r.route(&query),
@@ -435,43 +468,32 @@ impl Engine {
                 },
             }
         };
-        let mut direction = if from_trunk.is_some() {
-            crate::engine::CallDirection::Inbound
-        } else {
-            crate::engine::CallDirection::Internal
+        let mut plan_state = crate::plan::PlanState {
+            caller: caller_name.clone(),
+            dialled: dialled.clone(),
+            from_trunk: from_trunk.map(|t| self.trunks[t].config.name.clone()),
+            ..Default::default()
         };
-        let (callee_name, plan) = match decision {
-            crate::trunk::RouteDecision::User(name) => {
-                let bindings = self.registrar.lookup(&name, unix);
-                if bindings.is_empty() {
-                    self.reply(id, &req, 480, now);
-                    return;
-                }
-                (name, Plan::Devices(bindings))
-            }
+        let first = match decision {
+            crate::trunk::RouteDecision::User(name) => crate::plan::Step::Devices {
+                users: vec![(name, None)],
+                timeout: None,
+                auto_answer: false,
+            },
             crate::trunk::RouteDecision::Trunk {
                 trunk,
                 number,
                 caller_id,
-            } => {
-                if from_trunk.is_some() {
-                    // Never trunk to trunk: that is how toll fraud pays.
-                    let resp = Response::for_request(
-                        &req,
-                        403,
-                        "No Route From Trunk To Trunk",
-                        Some(&crate::new_tag()),
-                    );
-                    self.respond(id, resp, now);
-                    return;
-                }
-                let Some(t) = self.trunk_by_name(&trunk) else {
-                    tracing::error!(%trunk, "a route names a trunk that is not configured");
-                    self.reply(id, &req, 503, now);
-                    return;
-                };
-                direction = crate::engine::CallDirection::Outbound;
-                (number.clone(), Plan::Trunk(t, number, caller_id))
+            } => crate::plan::Step::Trunk {
+                trunk,
+                number,
+                caller_id,
+                caller_name: None,
+                timeout: None,
+            },
+            crate::trunk::RouteDecision::Actions(actions) => {
+                plan_state.actions = actions.into();
+                self.plan_next(&mut plan_state)
             }
             crate::trunk::RouteDecision::Reject(status) if (400..700).contains(&status) => {
                 self.reply(id, &req, status, now);
@@ -481,6 +503,55 @@ impl Engine {
                 self.reply(id, &req, 404, now);
                 return;
             }
+        };
+        // Steps that need no call of their own.
+        match first {
+            crate::plan::Step::Hangup(status) => {
+                self.reply(id, &req, status, now);
+                return;
+            }
+            crate::plan::Step::End => {
+                self.reply(id, &req, 480, now);
+                return;
+            }
+            crate::plan::Step::Retrieve(slot) => {
+                if self.parking.contains_key(&slot) && from_trunk.is_none() {
+                    self.on_retrieve_invite(id, req, &caller_name, source, &slot, now);
+                } else {
+                    self.reply(id, &req, 404, now);
+                }
+                return;
+            }
+            crate::plan::Step::Conference(room) => {
+                if self.is_room_number(&room) && from_trunk.is_none() {
+                    self.conference_invite(id, req, source, caller_name, room, now);
+                } else {
+                    self.reply(id, &req, 404, now);
+                }
+                return;
+            }
+            crate::plan::Step::Trunk { .. } if from_trunk.is_some() => {
+                // Never trunk to trunk: that is how toll fraud pays.
+                let resp = Response::for_request(
+                    &req,
+                    403,
+                    "No Route From Trunk To Trunk",
+                    Some(&crate::new_tag()),
+                );
+                self.respond(id, resp, now);
+                return;
+            }
+            _ => {}
+        }
+        let direction = match (&first, from_trunk) {
+            (_, Some(_)) => crate::engine::CallDirection::Inbound,
+            (crate::plan::Step::Trunk { .. }, None) => crate::engine::CallDirection::Outbound,
+            _ => crate::engine::CallDirection::Internal,
+        };
+        let callee_name = match &first {
+            crate::plan::Step::Devices { users, .. } if users.len() == 1 => users[0].0.clone(),
+            crate::plan::Step::Trunk { number, .. } => number.clone(),
+            _ => dialled.clone(),
         };
         let a_tag = crate::new_tag();
         let trying = Response::for_request(&req, 100, "Trying", None);
@@ -524,12 +595,112 @@ impl Engine {
                 return;
             }
         };
+        self.dialogs
+            .insert((a.call_id.clone(), a.local_tag.clone()), call_key);
+        self.server_roles.insert(id, (call_key, ServerRole::Invite));
+        let deadline = now + self.config.ring_timeout;
+        self.stats.calls_total += 1;
+        self.events.push_back(EngineEvent::CallStarted {
+            call: call_key,
+            caller: caller_name.clone(),
+            callee: callee_name.clone(),
+            sip_call_id: a.call_id.clone(),
+            direction,
+        });
+        tracing::debug!(call = call_key, caller = %caller_name, callee = %callee_name, "routing");
+        self.calls.insert(
+            call_key,
+            Call {
+                caller: caller_name,
+                callee: callee_name,
+                state: CallState::Ringing,
+                a,
+                a_invite: req,
+                a_tx: Some(id),
+                a_invite_cseq: cseq.seq,
+                branches: Vec::new(),
+                winner: None,
+                deadline,
+                final_status: None,
+                acks: Vec::new(),
+                pending_ack: None,
+                reinvite_in_progress: false,
+                ack_waits: Vec::new(),
+                media,
+                started_unix: unix,
+                answered_unix: None,
+                muted: [false, false],
+                on_hold: [false, false],
+                recording: false,
+                a_present: true,
+                released: Vec::new(),
+                ring: None,
+                parked: None,
+                own_reinvite: false,
+                reinvite_retry: None,
+                plan: Some(Box::new(plan_state)),
+                step_start: 0,
+                callee_offer,
+                max_forwards,
+            },
+        );
+        self.run_step(call_key, first, now);
+    }
+
+    /// Rings the devices of `users` (all at once) for a call still ringing for its
+    /// caller; false when none is registered.
+    pub(crate) fn ring_branches(
+        &mut self,
+        key: u64,
+        users: &[(String, Option<Duration>)],
+        auto_answer: bool,
+        now: Instant,
+    ) -> bool {
+        let unix = self.unix(now);
+        let mut plans = Vec::new();
+        for (user, _) in users {
+            // A plan names users by name or extension.
+            let Some(user) = self.directory.resolve(user).map(|u| u.name.clone()) else {
+                tracing::info!(call = key, %user, "a route dials a user that does not exist");
+                continue;
+            };
+            for binding in self.registrar.lookup(&user, unix) {
+                plans.push(Plan::Device(user.clone(), binding));
+            }
+        }
+        self.add_branches(key, plans, auto_answer, now) > 0
+    }
+
+    /// Sends the INVITEs of one dial step; returns how many went out.
+    pub(crate) fn add_branches(
+        &mut self,
+        key: u64,
+        plans: Vec<Plan>,
+        auto_answer: bool,
+        now: Instant,
+    ) -> usize {
         let domain = self.config.domain.clone();
+        let Some(call) = self.calls.get(&key) else {
+            return 0;
+        };
+        let req = call.a_invite.clone();
+        let callee_offer = call.callee_offer.clone();
+        let max_forwards = call.max_forwards;
+        let extra: Vec<(String, String)> = call
+            .plan
+            .as_ref()
+            .map(|p| p.headers.clone())
+            .unwrap_or_default();
+        let caller_name = call.caller.clone();
+        let Ok(from) = req.from() else {
+            return 0;
+        };
+        let dialled = req.uri.user_unescaped().unwrap_or_default();
         // Each branch: its dialog, its INVITE and, through a trunk, what a retry needs.
-        let mut plans: Vec<(Dialog, Request, Option<Box<crate::trunk::TrunkBranch>>)> = Vec::new();
-        match plan {
-            Plan::Devices(bindings) => {
-                for binding in &bindings {
+        let mut out: Vec<PlannedBranch> = Vec::new();
+        for plan in plans {
+            match plan {
+                Plan::Device(_user, binding) => {
                     let Ok(contact_uri) = Uri::parse(&binding.contact) else {
                         continue;
                     };
@@ -550,36 +721,54 @@ impl Engine {
                         target: binding.source,
                     };
                     let invite = dialog.request(Method::Invite, &self.config.local, &new_branch());
-                    plans.push((dialog, invite, None));
+                    out.push((dialog, invite, None, binding.user_agent.clone()));
+                }
+                Plan::Trunk(t, number, caller_id, caller_display) => {
+                    let display = caller_display.or_else(|| {
+                        self.directory
+                            .by_name(&caller_name)
+                            .and_then(|u| u.display_name.clone())
+                    });
+                    let (dialog, invite) =
+                        self.trunk_invite(t, &number, caller_id.as_deref(), display);
+                    out.push((
+                        dialog,
+                        invite,
+                        Some(Box::new(crate::trunk::TrunkBranch {
+                            trunk: t,
+                            invite: Request::new(Method::Invite, Uri::sip(None, "x", None)),
+                            gateways_tried: 0,
+                        })),
+                        None,
+                    ));
                 }
             }
-            Plan::Trunk(t, number, caller_id) => {
-                let display = self
-                    .directory
-                    .by_name(&caller_name)
-                    .and_then(|u| u.display_name.clone());
-                let (dialog, invite) = self.trunk_invite(t, &number, caller_id.as_deref(), display);
-                plans.push((
-                    dialog,
-                    invite,
-                    Some(Box::new(crate::trunk::TrunkBranch {
-                        trunk: t,
-                        invite: Request::new(Method::Invite, Uri::sip(None, "x", None)),
-                        gateways_tried: 0,
-                    })),
-                ));
-            }
         }
-        let mut branches = Vec::with_capacity(plans.len());
-        for (dialog, mut invite, mut trunk) in plans {
-            invite
-                .headers
-                .set(HeaderName::MaxForwards, (max_forwards - 1).to_string());
+        let mut sent = 0;
+        for (dialog, mut invite, mut trunk, user_agent) in out {
+            invite.headers.set(
+                HeaderName::MaxForwards,
+                (max_forwards.max(1) - 1).to_string(),
+            );
             invite.headers.push(HeaderName::Allow, ALLOW);
             invite
                 .headers
                 .push(HeaderName::UserAgent, self.config.user_agent.clone());
             copy_relayed_headers(&req.headers, &mut invite.headers);
+            for (name, value) in &extra {
+                invite
+                    .headers
+                    .push(HeaderName::from_wire(name), value.clone());
+            }
+            if auto_answer && trunk.is_none() {
+                let profile = crate::features::AutoAnswerProfile::for_user_agent(
+                    user_agent.as_deref(),
+                    self.config.features.auto_answer,
+                );
+                for (name, value) in profile.headers(&domain) {
+                    invite.headers.push(name, value);
+                }
+            }
             match &callee_offer {
                 Some(body) => {
                     invite
@@ -595,13 +784,16 @@ impl Engine {
             let invite_cseq = dialog.local_cseq;
             let target = dialog.target;
             self.dialogs
-                .insert((dialog.call_id.clone(), dialog.local_tag.clone()), call_key);
+                .insert((dialog.call_id.clone(), dialog.local_tag.clone()), key);
             let Some(tx) = self.send_request(invite, target, now) else {
                 continue;
             };
+            let Some(call) = self.calls.get_mut(&key) else {
+                return sent;
+            };
             self.client_roles
-                .insert(tx, (call_key, ClientRole::Branch(branches.len())));
-            branches.push(Branch {
+                .insert(tx, (key, ClientRole::Branch(call.branches.len())));
+            call.branches.push(Branch {
                 tx: Some(tx),
                 dialog,
                 invite_cseq,
@@ -609,60 +801,43 @@ impl Engine {
                 cancelled: false,
                 trunk,
             });
+            sent += 1;
         }
-        if branches.is_empty() {
-            if let Some(m) = &media {
-                self.close_media(call_key, m);
-            }
-            self.reply(id, &req, 480, now);
+        sent
+    }
+
+    /// Answers the caller's INVITE with a final response of our own (408, 487, 503).
+    pub(crate) fn finish_ringing(&mut self, key: u64, status: u16, now: Instant) {
+        self.finish_caller_with(key, status, now);
+    }
+
+    /// True when the call's route has more to do after the current step.
+    pub(crate) fn plan_has_more(&self, key: u64) -> bool {
+        self.calls
+            .get(&key)
+            .and_then(|c| c.plan.as_ref())
+            .is_some_and(|p| !p.actions.is_empty() || !p.sequential.is_empty())
+    }
+
+    /// Cancels what still rings in the current dial step.
+    pub(crate) fn cancel_step(&mut self, key: u64, now: Instant) {
+        let Some(call) = self.calls.get_mut(&key) else {
             return;
+        };
+        let start = call.step_start;
+        let to_cancel: Vec<ClientTxId> = call.branches[start..]
+            .iter_mut()
+            .filter(|b| {
+                matches!(b.state, BranchState::Calling | BranchState::Early) && !b.cancelled
+            })
+            .filter_map(|b| {
+                b.cancelled = true;
+                b.tx
+            })
+            .collect();
+        for tx in to_cancel {
+            let _ = self.tx.send_cancel(tx, now);
         }
-        self.dialogs
-            .insert((a.call_id.clone(), a.local_tag.clone()), call_key);
-        self.server_roles.insert(id, (call_key, ServerRole::Invite));
-        let deadline = now + self.config.ring_timeout;
-        self.deadlines.push(Reverse((deadline, call_key)));
-        self.stats.calls_total += 1;
-        self.events.push_back(EngineEvent::CallStarted {
-            call: call_key,
-            caller: caller_name.clone(),
-            callee: callee_name.clone(),
-            sip_call_id: a.call_id.clone(),
-            direction,
-        });
-        tracing::debug!(call = call_key, caller = %caller_name, callee = %callee_name, branches = branches.len(), "ringing");
-        self.calls.insert(
-            call_key,
-            Call {
-                caller: caller_name,
-                callee: callee_name,
-                state: CallState::Ringing,
-                a,
-                a_invite: req,
-                a_tx: Some(id),
-                a_invite_cseq: cseq.seq,
-                branches,
-                winner: None,
-                deadline,
-                final_status: None,
-                acks: Vec::new(),
-                pending_ack: None,
-                reinvite_in_progress: false,
-                ack_waits: Vec::new(),
-                media,
-                started_unix: unix,
-                answered_unix: None,
-                muted: [false, false],
-                on_hold: [false, false],
-                recording: false,
-                a_present: true,
-                released: Vec::new(),
-                ring: None,
-                parked: None,
-                own_reinvite: false,
-                reinvite_retry: None,
-            },
-        );
     }
 
     /// Answers the caller's INVITE with a final response of our own (408, 487, 503).
@@ -795,7 +970,13 @@ impl Engine {
         match call.state {
             CallState::Ringing => {
                 tracing::debug!(call = key, "no answer before the ring timeout");
-                self.finish_caller_with(key, 408, now);
+                if self.plan_has_more(key) {
+                    // This step rang long enough: cancel it and go on with the route.
+                    self.cancel_step(key, now);
+                    self.plan_continue(key, 408, now);
+                } else {
+                    self.finish_caller_with(key, 408, now);
+                }
             }
             CallState::Ending => self.forget_call(key),
             CallState::Answered | CallState::Established => self.on_feature_deadline(key, now),
@@ -1094,13 +1275,13 @@ impl Engine {
             }
             _ => {
                 call.branches[i].state = BranchState::Done(status);
-                let all_done = call
-                    .branches
+                // Only the current dial step counts: earlier steps were cancelled.
+                let current = i >= call.step_start;
+                let all_done = call.branches[call.step_start..]
                     .iter()
                     .all(|b| matches!(b.state, BranchState::Done(_)));
-                if call.state == CallState::Ringing && all_done {
-                    let statuses: Vec<u16> = call
-                        .branches
+                if call.state == CallState::Ringing && all_done && current {
+                    let statuses: Vec<u16> = call.branches[call.step_start..]
                         .iter()
                         .filter_map(|b| match b.state {
                             BranchState::Done(s) => Some(s),
@@ -1126,7 +1307,12 @@ impl Engine {
                             }
                         }
                     }
-                    self.finish_caller(key, out, now);
+                    if self.plan_has_more(key) {
+                        // The route goes on (the next user, a trunk, a hang-up cause).
+                        self.plan_continue(key, best, now);
+                    } else {
+                        self.finish_caller(key, out, now);
+                    }
                 }
                 self.remove_if_done(key);
             }

@@ -131,6 +131,8 @@ pub(crate) enum RingPurpose {
     OriginateUser { target: String },
     /// Click-to-dial, second step: the number the user wants.
     OriginateTarget,
+    /// A dial step of the call's route, after the caller was answered by us (IVR).
+    Plan,
 }
 
 /// Devices being rung to take one side of a call.
@@ -138,8 +140,10 @@ pub(crate) enum RingPurpose {
 pub(crate) struct SideRing {
     pub(crate) side: usize,
     pub(crate) purpose: RingPurpose,
-    /// The user being rung.
+    /// The user being rung (the first, when several are).
     pub(crate) target: String,
+    /// The user of each branch.
+    pub(crate) users: Vec<String>,
     pub(crate) branches: Vec<Branch>,
     /// Our offer (media anchored).
     pub(crate) offer: Option<SessionDescription>,
@@ -652,10 +656,71 @@ impl Engine {
         auto_answer: bool,
         now: Instant,
     ) -> Result<(), CommandError> {
+        self.start_ring_many(
+            key,
+            side,
+            &[user.to_string()],
+            purpose,
+            by,
+            notify,
+            auto_answer,
+            None,
+            now,
+        )
+    }
+
+    /// Rings several users' devices at once for a side (a dial step of a route after
+    /// the caller was answered by us).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start_ring_users(
+        &mut self,
+        key: u64,
+        side: usize,
+        users: &[String],
+        purpose: RingPurpose,
+        auto_answer: bool,
+        timeout: Option<Duration>,
+        now: Instant,
+    ) -> Result<(), CommandError> {
+        self.start_ring_many(
+            key,
+            side,
+            users,
+            purpose,
+            None,
+            None,
+            auto_answer,
+            timeout,
+            now,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_ring_many(
+        &mut self,
+        key: u64,
+        side: usize,
+        users: &[String],
+        purpose: RingPurpose,
+        by: Option<String>,
+        notify: Option<(String, String)>,
+        auto_answer: bool,
+        timeout: Option<Duration>,
+        now: Instant,
+    ) -> Result<(), CommandError> {
         let unix = self.unix(now);
-        let bindings: Vec<Binding> = self.registrar.lookup(user, unix);
+        let bindings: Vec<(String, Binding)> = users
+            .iter()
+            .flat_map(|u| {
+                self.registrar
+                    .lookup(u, unix)
+                    .into_iter()
+                    .map(move |b| (u.clone(), b))
+            })
+            .collect();
+        let user = users.first().map(String::as_str).unwrap_or_default();
         if bindings.is_empty() {
-            return Err(CommandError::NotRegistered(user.to_string()));
+            return Err(CommandError::NotRegistered(users.join(", ")));
         }
         let offer = if self.calls.get(&key).is_some_and(|c| c.media.is_some()) {
             Some(
@@ -673,7 +738,9 @@ impl Engine {
             .and_then(|u| u.display_name.clone());
         let domain = self.config.domain.clone();
         let mut branches = Vec::new();
-        for binding in &bindings {
+        let mut branch_users = Vec::new();
+        for (user, binding) in &bindings {
+            let user = user.as_str();
             let Ok(contact_uri) = Uri::parse(&binding.contact) else {
                 continue;
             };
@@ -721,6 +788,7 @@ impl Engine {
                 .insert((dialog.call_id.clone(), dialog.local_tag.clone()), key);
             self.client_roles
                 .insert(tx, (key, ClientRole::Ring(branches.len())));
+            branch_users.push(user.to_string());
             branches.push(Branch {
                 tx: Some(tx),
                 dialog,
@@ -733,7 +801,7 @@ impl Engine {
         if branches.is_empty() {
             return Err(CommandError::NotRegistered(user.to_string()));
         }
-        let deadline = now + self.config.ring_timeout;
+        let deadline = now + timeout.unwrap_or(self.config.ring_timeout);
         let Some(call) = self.calls.get_mut(&key) else {
             return Err(CommandError::NoSuchCall(key));
         };
@@ -741,6 +809,7 @@ impl Engine {
             side,
             purpose,
             target: user.to_string(),
+            users: branch_users,
             branches,
             offer,
             by,
@@ -905,6 +974,9 @@ impl Engine {
             }
         }
         let branch = ring.branches.swap_remove(i);
+        if i < ring.users.len() {
+            ring.target = ring.users.swap_remove(i);
+        }
         let dialog = branch.dialog.clone();
         // Told first, while its dialog is still a side of the call; released next.
         if let Some(n) = &ring.notify {
@@ -969,6 +1041,10 @@ impl Engine {
                     };
                     self.end_originated(key, status, now);
                 }
+            }
+            RingPurpose::Plan => {
+                self.media_moh(key, 1 - side, false);
+                self.reconnect(key, 1 - side, now);
             }
             RingPurpose::OriginateTarget => {
                 let unix = self.unix(now);
@@ -1035,6 +1111,7 @@ impl Engine {
             }
             RingPurpose::OriginateUser { .. } => self.end_originated(key, status, now),
             RingPurpose::OriginateTarget => self.end_originated(key, status, now),
+            RingPurpose::Plan => self.plan_continue(key, status, now),
         }
     }
 
@@ -1308,6 +1385,9 @@ impl Engine {
 
     /// A ring or park deadline of an established call.
     pub(crate) fn on_feature_deadline(&mut self, key: u64, now: Instant) {
+        if self.plan_deadline(key, now) {
+            return;
+        }
         let due = self
             .calls
             .get(&key)

@@ -11,7 +11,9 @@ pub mod dialog;
 pub mod directory;
 mod engine;
 pub mod features;
+mod ivr;
 pub mod media;
+pub mod plan;
 pub mod ports;
 pub mod registrar;
 pub mod target;
@@ -26,6 +28,7 @@ pub use engine::{
     SUPPORTED,
 };
 pub use features::{AutoAnswerProfile, FeatureConfig};
+pub use plan::{CallAction, MenuSpec};
 pub use registrar::{Binding, BindingChange, RegistrarConfig};
 pub use trunk::{RouteDecision, RouteQuery, Router, TrunkConfig, TrunkStatus};
 

@@ -172,6 +172,8 @@ pub enum RouteDecision {
     Reject(u16),
     /// No route: 404.
     NotFound,
+    /// A dialplan route: the actions in order (see [`crate::plan`]).
+    Actions(Vec<crate::plan::CallAction>),
 }
 
 /// A call to route.
@@ -186,12 +188,26 @@ pub struct RouteQuery<'a> {
     pub headers: &'a Headers,
     /// Wall-clock time for time-of-day conditions.
     pub unix: u64,
+    /// The calling user's attributes from the directory (`extension`, `display_name`).
+    pub caller_attrs: &'a [(String, String)],
 }
 
 /// Routing decisions from outside the engine (the dialplan). Pure: no I/O, the time is
 /// in the query.
 pub trait Router: Send + std::fmt::Debug {
     fn route(&self, query: &RouteQuery<'_>) -> RouteDecision;
+
+    /// Where a menu leads once the caller chose (`digits`), or failed to (`None`: the
+    /// retries ran out): the next actions. The default: hang up.
+    fn menu_choice(
+        &self,
+        query: &RouteQuery<'_>,
+        menu: &str,
+        digits: Option<&str>,
+    ) -> RouteDecision {
+        let _ = (query, menu, digits);
+        RouteDecision::Reject(480)
+    }
 }
 
 /// A trunk branch of a call: what it needs to retry with credentials or another gateway.

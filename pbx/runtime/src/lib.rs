@@ -10,6 +10,7 @@
 mod cdr;
 mod conference;
 mod control;
+pub mod dialplan;
 pub mod events;
 mod media;
 mod metrics;
@@ -181,6 +182,8 @@ enum Input {
     Media(u64, switchboard_core::media::MediaNotice),
     /// A conference room task's report about a participant.
     Room(u64, switchboard_core::conference::RoomNotice),
+    /// A reloaded dialplan for new calls.
+    Router(Box<dyn switchboard_core::Router>),
 }
 
 pub fn unix_now() -> u64 {
@@ -254,6 +257,7 @@ pub async fn run(
     store: Store,
     metrics: Arc<Metrics>,
     control: ControlInbox,
+    dialplan: Option<dialplan::DialplanInbox>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), RuntimeError> {
     let ControlInbox {
@@ -292,6 +296,19 @@ pub async fn run(
     let mut call_log = cdr::CallLog::new();
 
     // User directory poller.
+    let reloader = dialplan.map(|inbox| {
+        engine.set_router(Box::new(dialplan::PlanRouter::new(
+            inbox.initial.clone(),
+            inbox.source.test_clock,
+        )));
+        tokio::spawn(dialplan_reloader(
+            inbox,
+            store.clone(),
+            input_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ))
+    });
     let poller = {
         let store = store.clone();
         let input_tx = input_tx.clone();
@@ -421,6 +438,7 @@ pub async fn run(
                         engine.handle_transport_error(Target { transport: Transport::Tcp, addr }, now);
                     }
                     Some(Input::Directory(d)) => engine.set_directory(d),
+                    Some(Input::Router(r)) => engine.set_router(r),
                     Some(Input::Media(call, notice)) => engine.handle_media_notice(call, notice, now),
                     Some(Input::Room(participant, notice)) => engine.handle_room_notice(participant, notice, now),
                     None => {}
@@ -581,6 +599,9 @@ pub async fn run(
     drop(input_tx);
     acceptor.abort();
     poller.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
     if let Err(e) = writer.await {
         tracing::error!(error = %e, "binding writer failed");
     }
@@ -652,6 +673,82 @@ async fn store_writer(store: Store, mut rx: mpsc::Receiver<BindingChange>, metri
                 }
                 Ok(()) => {}
             }
+        }
+    }
+}
+
+/// Reloads the dialplan on SIGHUP, when its file changes, or when the API asks; a plan
+/// that loads goes to the engine for new calls, one that does not is logged and counted.
+async fn dialplan_reloader(
+    mut inbox: dialplan::DialplanInbox,
+    store: Store,
+    input: mpsc::Sender<Input>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with the API or by editing the file");
+            None
+        }
+    };
+    let mut last_modified = dialplan::modified(&inbox.source.path);
+    let interval = inbox.source.poll_interval.max(Duration::from_millis(100));
+    loop {
+        let mut reply = None;
+        let why = tokio::select! {
+            _ = shutdown.changed() => return,
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => "SIGHUP",
+            r = inbox.requests.recv() => match r {
+                Some(tx) => {
+                    reply = Some(tx);
+                    "API"
+                }
+                None => return,
+            },
+            _ = tokio::time::sleep(interval) => {
+                let now = dialplan::modified(&inbox.source.path);
+                if now == last_modified {
+                    continue;
+                }
+                "file changed"
+            }
+        };
+        last_modified = dialplan::modified(&inbox.source.path);
+        let users = match store.list_users().await {
+            Ok(users) => users
+                .into_iter()
+                .flat_map(|u| std::iter::once(u.name).chain(u.extension))
+                .collect(),
+            Err(e) => {
+                let msg = format!("cannot read users to check the plan: {e}");
+                tracing::error!("{msg}");
+                if let Some(tx) = reply {
+                    let _ = tx.send(Err(msg));
+                }
+                continue;
+            }
+        };
+        let result = dialplan::reload(&inbox.source, users, &inbox.status, &metrics, why).await;
+        let answer = match result {
+            Ok(plan) => {
+                let router = dialplan::PlanRouter::new(Arc::new(plan), inbox.source.test_clock);
+                if input.send(Input::Router(Box::new(router))).await.is_err() {
+                    return;
+                }
+                Ok(inbox.status.lock().map(|s| s.clone()).unwrap_or_default())
+            }
+            Err(e) => Err(e),
+        };
+        if let Some(tx) = reply {
+            let _ = tx.send(answer);
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub rtp_malformed: AtomicU64,
     pub dtmf_digits: AtomicU64,
     pub trunks_registered: AtomicU64,
+    pub dialplan_reloads: AtomicU64,
+    pub dialplan_reload_failures: AtomicU64,
+    pub dialplan_loaded_at: AtomicU64,
     pub rtp_muted_dropped: AtomicU64,
     pub call_records_written: AtomicU64,
     pub call_record_errors: AtomicU64,
@@ -90,6 +93,14 @@ impl Metrics {
     pub(crate) fn count_dtmf(&self) {
         self.dtmf_digits.fetch_add(1, Relaxed);
     }
+    pub fn dialplan_reloaded(&self, ok: bool) {
+        self.dialplan_reloads.fetch_add(1, Relaxed);
+        if ok {
+            self.dialplan_loaded_at.store(crate::unix_now(), Relaxed);
+        } else {
+            self.dialplan_reload_failures.fetch_add(1, Relaxed);
+        }
+    }
     pub(crate) fn set_trunks_registered(&self, n: usize) {
         self.trunks_registered.store(n as u64, Relaxed);
     }
@@ -127,6 +138,24 @@ impl Metrics {
     pub fn samples(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
         let g = |a: &AtomicU64| a.load(Relaxed);
         vec![
+            (
+                "switchboard_dialplan_reloads_total",
+                "counter",
+                "Dialplan reloads tried (SIGHUP, file change, API).",
+                g(&self.dialplan_reloads),
+            ),
+            (
+                "switchboard_dialplan_reload_failures_total",
+                "counter",
+                "Dialplan reloads refused (the running plan stayed).",
+                g(&self.dialplan_reload_failures),
+            ),
+            (
+                "switchboard_dialplan_loaded_timestamp_seconds",
+                "gauge",
+                "When the running dialplan was loaded (unix seconds; 0: none).",
+                g(&self.dialplan_loaded_at),
+            ),
             (
                 "switchboard_trunks_registered",
                 "gauge",

@@ -631,6 +631,15 @@ impl Server {
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("server stopped").id()
     }
+
+    /// SIGHUP (reload the dialplan), through the `kill` program.
+    pub fn sighup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
+    }
 }
 
 impl Drop for Server {

@@ -1997,9 +1997,13 @@ impl Engine {
             .resolve(user)
             .map(|u| u.name.clone())
             .ok_or_else(|| CommandError::NoSuchUser(user.to_string()))?;
-        if self.directory.resolve(target).is_none() {
-            return Err(CommandError::NoSuchUser(target.to_string()));
-        }
+        // The target as the call log and the API name it: the user, not the extension.
+        let target = self
+            .directory
+            .resolve(target)
+            .map(|u| u.name.clone())
+            .ok_or_else(|| CommandError::NoSuchUser(target.to_string()))?;
+        let target = target.as_str();
         let unix = self.unix(now);
         if self.registrar.lookup(&user, unix).is_empty() {
             return Err(CommandError::NotRegistered(user));

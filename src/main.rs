@@ -342,6 +342,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 park_slots: (cfg.features.park_slots.0..=cfg.features.park_slots.1)
                     .map(|n| n.to_string())
                     .collect(),
+                rooms: cfg
+                    .conference_rooms
+                    .iter()
+                    .flat_map(|r| r.first..=r.last)
+                    .take(100_000)
+                    .map(|n| n.to_string())
+                    .collect(),
                 poll_interval: std::time::Duration::from_secs(1),
                 test_clock: match std::env::var("SWITCHBOARD_DIALPLAN_TEST_CLOCK") {
                     Ok(v) => {
@@ -364,6 +371,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 .load(users)
                 .map_err(|e| anyhow::anyhow!("the dialplan has errors; not starting:\n{e}"))?;
             tracing::info!(file = %path.display(), warnings = plan.warnings().warnings().count(), "dialplan loaded");
+            for line in plan
+                .warnings()
+                .to_string()
+                .lines()
+                .filter(|l| l.contains(": warning: "))
+            {
+                tracing::warn!("{line}");
+            }
             Some(switchboard_runtime::dialplan::dialplan_channel(
                 source, plan,
             ))

@@ -22,6 +22,8 @@ pub struct DialplanSource {
     pub trunks: BTreeSet<String>,
     /// Park slots (`[features] park_slots`).
     pub park_slots: BTreeSet<String>,
+    /// Conference room numbers (`[conference] rooms`).
+    pub rooms: BTreeSet<String>,
     /// How often the file's modification time is looked at.
     pub poll_interval: Duration,
     /// Routes as if it were always this instant (unix seconds): for end-to-end tests of
@@ -35,7 +37,7 @@ impl DialplanSource {
         let known = Known {
             users: Some(users),
             trunks: Some(self.trunks.clone()),
-            rooms: None,
+            rooms: Some(self.rooms.clone()),
             park_slots: Some(self.park_slots.clone()),
             time_zones: switchboard_dialplan::jiff::tz::db().clone(),
             ..Known::default()

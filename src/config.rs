@@ -42,6 +42,9 @@ pub struct Config {
     pub record_calls: bool,
     /// Music-on-hold classes: one subdirectory of WAV files per class.
     pub moh_dir: Option<PathBuf>,
+    /// Recorded prompts for IVR steps (`name.wav`, subdirectories allowed); without
+    /// one, only the shipped placeholder tones play.
+    pub prompts_dir: Option<PathBuf>,
     /// Park extension, slots, timeout; auto-answer default profile.
     pub features: switchboard_core::FeatureConfig,
     /// Provider accounts (`[[trunks]]`), gateways resolved at start.
@@ -113,6 +116,7 @@ impl Default for Config {
             rtp_timeout: Duration::from_secs(60),
             record_calls: false,
             moh_dir: None,
+            prompts_dir: None,
             features: switchboard_core::FeatureConfig::default(),
             trunks: Vec::new(),
             dialplan: None,
@@ -274,6 +278,7 @@ struct MediaSection {
     rtp_timeout: Option<Spanned<i64>>,
     record_calls: Option<bool>,
     moh_dir: Option<Spanned<String>>,
+    prompts_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -326,6 +331,7 @@ pub struct Overrides {
     pub media_anchor: Option<bool>,
     pub record_calls: Option<bool>,
     pub moh_dir: Option<PathBuf>,
+    pub prompts_dir: Option<PathBuf>,
     pub park_slots: Option<String>,
     pub park_timeout: Option<u64>,
     pub dialplan: Option<PathBuf>,
@@ -523,6 +529,15 @@ pub fn load(file: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError
         }
         cfg.moh_dir = Some(v.clone());
     }
+    if let Some(v) = &over.prompts_dir {
+        if !v.is_dir() {
+            return Err(flag_err(
+                "--prompts-dir",
+                format!("{} is not a directory", v.display()),
+            ));
+        }
+        cfg.prompts_dir = Some(v.clone());
+    }
     if let Some(v) = &over.api_token {
         validate_api_token(v).map_err(|m| flag_err("--api-token", m))?;
         cfg.api_token = Some(Secret(v.clone()));
@@ -674,6 +689,17 @@ fn apply_file(cfg: &mut Config, path: &Path, text: &str) -> Result<(), ConfigErr
             ));
         }
         cfg.moh_dir = Some(dir);
+    }
+    if let Some(v) = &m.prompts_dir {
+        let dir = PathBuf::from(v.get_ref());
+        if !dir.is_dir() {
+            return Err(ctx.err(
+                v.span(),
+                "media.prompts_dir",
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        cfg.prompts_dir = Some(dir);
     }
     if let Some(v) = &m.rtp_ports {
         cfg.rtp_ports =

@@ -101,6 +101,11 @@ struct ServeArgs {
     /// (`default` replaces the generated music).
     #[arg(long, env = "SWITCHBOARD_MOH_DIR", value_name = "DIR")]
     moh_dir: Option<PathBuf>,
+    /// Recorded prompts for the dialplan's playback and menus: `NAME.wav` files
+    /// (`ivr/main-menu.wav` is the prompt `ivr/main-menu`); names without a file play
+    /// the shipped placeholder tones.
+    #[arg(long, env = "SWITCHBOARD_PROMPTS_DIR", value_name = "DIR")]
+    prompts_dir: Option<PathBuf>,
     /// The dialplan routing calls (e.g. dialplans/default.toml); without one, only user
     /// names and extensions are reachable. Reloaded on SIGHUP and when the file changes.
     #[arg(long, env = "SWITCHBOARD_DIALPLAN", value_name = "FILE")]
@@ -210,6 +215,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         over.media_anchor = s.media_anchor;
         over.record_calls = s.record_calls;
         over.moh_dir = s.moh_dir.clone();
+        over.prompts_dir = s.prompts_dir.clone();
         over.park_slots = s.park_slots.clone();
         over.dialplan = s.dialplan.clone();
         over.park_timeout = s.park_timeout;
@@ -326,6 +332,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         moh: match &cfg.moh_dir {
             Some(dir) => switchboard_runtime::load_moh_library(dir)
                 .with_context(|| format!("cannot read music on hold from {}", dir.display()))?,
+            None => Default::default(),
+        },
+        prompts: match &cfg.prompts_dir {
+            Some(dir) => switchboard_runtime::PromptLibrary::load(dir)
+                .with_context(|| format!("cannot read prompts from {}", dir.display()))?,
             None => Default::default(),
         },
         ..DriverConfig::default()

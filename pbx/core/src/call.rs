@@ -1467,6 +1467,12 @@ impl Engine {
                     duration_ms: d.duration_ms,
                     source: "info",
                 });
+                if from_a && self.in_menu(key) {
+                    // A menu's digit: nobody to relay it to (see `ivr`).
+                    self.reply_in_dialog(id, &req, 200, now);
+                    self.ivr_digit(key, d.digit, now);
+                    return;
+                }
             }
         }
         if req.method == Method::Refer {

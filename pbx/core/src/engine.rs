@@ -394,8 +394,9 @@ impl Engine {
         self.drain_tx_events(now);
     }
 
-    /// A report from a call's media: a port that could not be bound, or RTP that stopped.
-    /// Either way the call cannot carry audio any more and is ended.
+    /// A report from a call's media: a port that could not be bound, or RTP that stopped
+    /// (either way the call cannot carry audio any more and is ended), a key press, or
+    /// the end of a prompt (the IVR goes on).
     pub fn handle_media_notice(
         &mut self,
         call: u64,
@@ -427,6 +428,12 @@ impl Engine {
                         DtmfSource::SipInfo => "info",
                     },
                 });
+                if leg == switchboard_media::relay::Leg::A {
+                    self.ivr_digit(call, digit.digit, now);
+                }
+            }
+            MediaNotice::Session(MediaEvent::PlaybackFinished { leg }) => {
+                self.ivr_playback_finished(call, leg, now);
             }
             MediaNotice::Session(other) => {
                 tracing::debug!(call, event = ?other, "media");

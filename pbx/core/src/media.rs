@@ -120,6 +120,10 @@ impl MediaCommand {
 pub enum Playback {
     /// A music-on-hold class by name (`default` is always there: the generated piece).
     MusicOnHold { class: String },
+    /// A prompt by name (`closed`, `ivr/main-menu`), played once: the runtime finds it in
+    /// its prompts directory or among the shipped placeholder tones. When it ends (or
+    /// cannot be played) the runtime reports `MediaEvent::PlaybackFinished` for the leg.
+    Prompt { name: String },
 }
 
 /// What the runtime's media side reports to the engine.

@@ -86,13 +86,13 @@ pub(crate) struct PlanState {
     pub(crate) sequential_timeout: Option<Duration>,
     pub(crate) sequential_auto_answer: bool,
     /// The caller and dialled number, for menus' routing queries.
-    #[allow(dead_code)] // read by the menu step (ivr), which is being built
     pub(crate) caller: String,
-    #[allow(dead_code)]
     pub(crate) dialled: String,
     pub(crate) from_trunk: Option<String>,
     /// A wait step ends at this time.
     pub(crate) wait_until: Option<std::time::Instant>,
+    /// A playback or menu step in progress (see `ivr`).
+    pub(crate) ivr: Option<crate::ivr::IvrState>,
 }
 
 /// The next thing a call does, once the plain settings before it are applied.

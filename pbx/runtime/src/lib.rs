@@ -14,6 +14,7 @@ pub mod dialplan;
 pub mod events;
 mod media;
 mod metrics;
+pub mod prompts;
 mod tcp;
 
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ pub use control::{CallControl, ControlError, ControlInbox};
 pub use events::CallEvent;
 pub use media::{load_moh_library, MohLibrary};
 pub use metrics::Metrics;
+pub use prompts::PromptLibrary;
 
 /// Limits and timings of the driver itself (the protocol's live in `EngineConfig`).
 #[derive(Debug, Clone)]
@@ -54,6 +56,8 @@ pub struct DriverConfig {
     pub recordings_dir: std::path::PathBuf,
     /// Installed music-on-hold classes (empty: the generated default only).
     pub moh: MohLibrary,
+    /// Recorded prompts (empty: the shipped placeholder tones only).
+    pub prompts: PromptLibrary,
 }
 
 impl Default for DriverConfig {
@@ -67,6 +71,7 @@ impl Default for DriverConfig {
             user_poll_interval: Duration::from_secs(1),
             recordings_dir: std::path::PathBuf::from("switchboard-data/recordings"),
             moh: MohLibrary::new(),
+            prompts: PromptLibrary::default(),
         }
     }
 }
@@ -374,6 +379,7 @@ pub async fn run(
         store.clone(),
         driver.recordings_dir.clone(),
         driver.moh.clone(),
+        driver.prompts.clone(),
     );
     // RTP sockets bind the SIP listen address (all interfaces when SIP listens on all).
     let media_ip = local.ip();

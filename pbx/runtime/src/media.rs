@@ -25,6 +25,9 @@ pub(crate) enum MediaControl {
     Command(MediaCommand),
     Record(RecordingSpec),
     Play(Leg, Source),
+    /// A prompt that cannot be played: reported as finished at once, so the route goes
+    /// on (in order with the commands before it).
+    Skip(Leg),
     StopPlayback(Leg),
 }
 
@@ -43,6 +46,9 @@ pub(crate) struct MediaTasks {
     store: Store,
     recordings_dir: PathBuf,
     moh: MohLibrary,
+    prompts: crate::PromptLibrary,
+    /// Prompt names already reported missing (each is logged once).
+    missing_prompts: std::collections::HashSet<String>,
 }
 
 /// Music-on-hold classes the admin installed (`--moh-dir`), by name.
@@ -86,28 +92,46 @@ fn file_safe(s: &str) -> String {
 }
 
 impl MediaTasks {
-    pub(crate) fn new(store: Store, recordings_dir: PathBuf, moh: MohLibrary) -> MediaTasks {
+    pub(crate) fn new(
+        store: Store,
+        recordings_dir: PathBuf,
+        moh: MohLibrary,
+        prompts: crate::PromptLibrary,
+    ) -> MediaTasks {
         MediaTasks {
             tasks: std::collections::HashMap::new(),
             store,
             recordings_dir,
             moh,
+            prompts,
+            missing_prompts: std::collections::HashSet::new(),
         }
     }
 
-    /// What a playback request means here: an installed class, or the generated music.
-    fn source(&self, what: &Playback) -> Source {
+    /// What a playback request means here: an installed class, or the generated music; a
+    /// recorded or placeholder prompt. `None`: a prompt that does not exist (logged once
+    /// per name).
+    fn source(&mut self, what: &Playback) -> Option<Source> {
         let start = StartAt::Random {
             seed: rand::random(),
         };
         match what {
-            Playback::MusicOnHold { class } => match self.moh.get(class) {
+            Playback::MusicOnHold { class } => Some(match self.moh.get(class) {
                 Some(c) if !c.clips.is_empty() => Source::Moh {
                     class: c.clone(),
                     start,
                 },
                 _ => Source::DefaultMoh { start },
-            },
+            }),
+            Playback::Prompt { name } => {
+                let found = crate::prompts::valid_prompt_name(name)
+                    .then(|| self.prompts.source(name))
+                    .flatten();
+                if found.is_none() && self.missing_prompts.insert(name.clone()) {
+                    tracing::warn!(prompt = %name, "prompt not found (no such file in the prompts directory and no placeholder); skipped");
+                }
+                found
+            }
         }
     }
 
@@ -149,9 +173,12 @@ impl MediaTasks {
                 self.tasks.remove(&call);
             }
             MediaCommand::Play { call, leg, what } => {
-                let source = self.source(&what);
+                let control = match self.source(&what) {
+                    Some(source) => MediaControl::Play(leg, source),
+                    None => MediaControl::Skip(leg),
+                };
                 if let Some(tx) = self.tasks.get(&call) {
-                    let _ = tx.send(MediaControl::Play(leg, source));
+                    let _ = tx.send(control);
                 }
             }
             MediaCommand::StopPlayback { call, leg } => {
@@ -318,6 +345,8 @@ async fn run_call_media(
     // Which socket woke us: after the first datagram, the rest already queued on it are
     // read without going back through the scheduler.
     let mut woke: Option<usize> = None;
+    // A prompt skipped or unplayable: reported as finished after this turn.
+    let mut finished_now: Option<Leg> = None;
     const LEGS: [(Leg, PacketKind); 4] = [
         (Leg::A, PacketKind::Rtp),
         (Leg::A, PacketKind::Rtcp),
@@ -365,7 +394,16 @@ async fn run_call_media(
                         session.configure_leg(leg, cfg, Instant::now());
                     }
                 }
-                Some(MediaControl::Play(leg, source)) => session.play(leg, source, Instant::now()),
+                Some(MediaControl::Play(leg, source)) => {
+                    let once = matches!(source, Source::Clip(_) | Source::Tone { .. });
+                    session.play(leg, source, Instant::now());
+                    if once && !session.is_playing(leg) {
+                        // No codec on the leg yet: nothing will play, nor ever finish.
+                        tracing::info!(call, ?leg, "prompt not playable (no codec on the leg); skipped");
+                        finished_now = Some(leg);
+                    }
+                }
+                Some(MediaControl::Skip(leg)) => finished_now = Some(leg),
                 Some(MediaControl::StopPlayback(leg)) => session.stop_playback(leg, Instant::now()),
                 Some(MediaControl::Record(spec)) => {
                     if recording.is_none() {
@@ -404,6 +442,16 @@ async fn run_call_media(
                     let _ = session.stop_recording(Instant::now());
                     recording = None;
                 }
+            }
+        }
+        if let Some(leg) = finished_now.take() {
+            let event = switchboard_media::relay::MediaEvent::PlaybackFinished { leg };
+            if input
+                .send(Input::Media(call, MediaNotice::Session(event)))
+                .await
+                .is_err()
+            {
+                return;
             }
         }
         while let Some(event) = session.poll_event() {

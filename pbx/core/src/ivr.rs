@@ -245,6 +245,7 @@ impl Engine {
             );
             return false;
         }
+        tracing::debug!(call = key, prompt = name, "playing a prompt");
         self.events
             .push_back(EngineEvent::Media(MediaCommand::Play {
                 call: key,
@@ -318,6 +319,7 @@ impl Engine {
 
     /// What played toward `leg` ended by itself (or could not be played).
     pub(crate) fn ivr_playback_finished(&mut self, key: u64, leg: Leg, now: Instant) {
+        tracing::debug!(call = key, ?leg, "playback finished");
         if leg != Leg::A {
             return;
         }

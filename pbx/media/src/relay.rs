@@ -667,6 +667,15 @@ impl MediaSession {
                             .map(|pt| (pt, d.telephone_event_rate.max(1))),
                         g711_ulaw: s.audio.as_ref().and_then(PayloadFormat::is_g711),
                     },
+                    // Alone on the call (an IVR answered it, nobody else yet): nothing
+                    // to forward to, but its key presses still count.
+                    (Some(s), None) => Route {
+                        ready: false,
+                        audio_in: s.audio.as_ref().map(|a| a.payload_type),
+                        event_in: s.telephone_event,
+                        g711_ulaw: s.audio.as_ref().and_then(PayloadFormat::is_g711),
+                        ..Route::default()
+                    },
                     _ => Route::default(),
                 }
             };
@@ -748,10 +757,6 @@ impl MediaSession {
         }
         let pt = packet.payload_type();
         let route = self.legs[leg.index()].route;
-        if !route.ready {
-            self.stats.undeliverable += 1;
-            return;
-        }
         let is_event = Some(pt) == route.event_in;
         if is_event {
             self.receive_event(leg, &packet, now);
@@ -761,6 +766,11 @@ impl MediaSession {
         if is_audio && !transcoding {
             self.detect_inband_forwarded(leg, route.g711_ulaw, packet.payload());
             self.record_forwarded(leg, packet.payload(), now);
+        }
+        // Key presses are detected above even with nobody to relay to (a menu).
+        if !route.ready {
+            self.stats.undeliverable += 1;
+            return;
         }
         if is_audio && !transcoding && self.legs[leg.index()].muted {
             self.stats.muted_dropped += 1;
@@ -1549,6 +1559,47 @@ mod tests {
         assert!(!seen_events.is_empty(), "no telephone-event reached leg B");
         assert!(seen_events.iter().all(|e| e.event == 5));
         assert!(seen_events.last().unwrap().end);
+    }
+
+    #[test]
+    fn a_leg_alone_reports_its_digits_and_hears_a_prompt_to_the_end() {
+        // An IVR answered the caller: leg B is not configured yet.
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(SessionConfig::default(), t0);
+        s.configure_leg(Leg::A, leg("10.0.0.1:4000", 0, Some(101)), t0);
+        let a = addr("10.0.0.1:4000");
+        let prompt = crate::wav::Clip::new(8000, vec![1000i16; 1600]); // 200 ms
+        s.play(Leg::A, Source::Clip(std::sync::Arc::new(prompt)), t0);
+        assert!(s.is_playing(Leg::A));
+        let sender = DtmfEventSender::new(8000).with_interval(FRAME);
+        let events = sender.packets('1', 100, 8000).unwrap();
+        let mut reported = Vec::new();
+        let mut finished = false;
+        let mut sent_to_a = 0;
+        for i in 0..30u16 {
+            let now = t0 + FRAME * u32::from(i);
+            if let Some(e) = events.get(usize::from(i)) {
+                let pkt = RtpHeader::new(101, 1000 + i, e.timestamp, 7)
+                    .with_marker(e.marker)
+                    .to_bytes(&e.payload);
+                s.handle_packet(Leg::A, PacketKind::Rtp, a, &pkt, now);
+            }
+            s.handle_timeout(now);
+            while let Some(ev) = s.poll_event() {
+                match ev {
+                    MediaEvent::Dtmf { leg, digit } => reported.push((leg, digit.digit)),
+                    MediaEvent::PlaybackFinished { leg: Leg::A } => finished = true,
+                    _ => {}
+                }
+            }
+            while let Some(t) = s.poll_transmit() {
+                assert_eq!(t.leg, Leg::A, "nothing goes to the absent leg B");
+                sent_to_a += 1;
+            }
+        }
+        assert_eq!(reported, vec![(Leg::A, '1')]);
+        assert!(finished && !s.is_playing(Leg::A));
+        assert!(sent_to_a >= 10, "the prompt's frames: {sent_to_a}");
     }
 
     #[test]

@@ -9,6 +9,12 @@
 //! in-band tones, SIP INFO), with its timeouts as call deadlines: nothing here reads a
 //! clock. The choice is the router's ([`crate::trunk::Router::menu_choice`]); its actions
 //! replace what was left of the route.
+//!
+//! Known limit: `PlaybackFinished` names only the leg, not the prompt. A finish already in
+//! flight when a barge-in stops a prompt is ignored (the menu is collecting by then), but
+//! if the same key press also ends the menu with an invalid choice, that stale finish could
+//! cut the invalid prompt short. Tagging playbacks with an id would close this window of a
+//! few milliseconds.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -597,6 +597,10 @@ async fn list_rooms(Authorized(api): Authorized) -> Result<Response, ApiError> {
 #[serde(deny_unknown_fields)]
 struct RoomAddBody {
     target: String,
+    /// Ask the callee's devices to answer by themselves (off by default: being pulled
+    /// into a room unasked is an intercom, not a call).
+    #[serde(default)]
+    auto_answer: bool,
 }
 
 async fn room_add(
@@ -607,6 +611,7 @@ async fn room_add(
     let command = Command::RoomAdd {
         room: check_name("room", &room)?,
         target: check_name("target", &b.target)?,
+        auto_answer: b.auto_answer,
     };
     run(&api, command).await
 }

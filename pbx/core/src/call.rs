@@ -962,6 +962,7 @@ impl Engine {
 
     pub(crate) fn on_call_deadline(&mut self, key: u64, at: Instant, now: Instant) {
         let Some(call) = self.calls.get(&key) else {
+            self.conference_deadline(key, at, now);
             return;
         };
         if call.deadline != at {
@@ -1020,6 +1021,9 @@ impl Engine {
     }
 
     pub(crate) fn on_client_response(&mut self, id: ClientTxId, resp: Response, now: Instant) {
+        if self.conference_response(id, &resp, now) {
+            return;
+        }
         if self.trunk_txs.contains_key(&id) {
             self.on_trunk_register_response(id, Some(resp), now);
             return;
@@ -1064,6 +1068,9 @@ impl Engine {
     }
 
     pub(crate) fn on_client_failure(&mut self, id: ClientTxId, now: Instant) {
+        if self.conference_client_failure(id, now) {
+            return;
+        }
         if self.trunk_txs.contains_key(&id) {
             self.on_trunk_register_response(id, None, now);
             return;
@@ -1774,7 +1781,7 @@ impl Engine {
     /// A response that matches no client transaction: a 2xx retransmitted after the
     /// INVITE transaction ended. Re-send the ACK we sent for it, if any.
     pub(crate) fn on_stray_response(&mut self, resp: Response, _now: Instant) {
-        if !resp.is_success() {
+        if !resp.is_success() || self.conference_stray_response(&resp) {
             return;
         }
         let (Ok(call_id), Ok(from), Ok(cseq)) = (resp.call_id(), resp.from(), resp.cseq()) else {

@@ -112,10 +112,12 @@ pub enum Command {
     },
     /// Conference rooms with their participants.
     ListRooms,
-    /// Call `target` out from `room` and join them when they answer.
+    /// Call `target` (a user) out from `room` and join them when they answer; with
+    /// `auto_answer`, their devices are asked to answer by themselves.
     RoomAdd {
         room: String,
         target: String,
+        auto_answer: bool,
     },
     RoomMute {
         room: String,
@@ -313,9 +315,14 @@ impl Engine {
             Command::RoomKick { room, participant } => {
                 self.command_room_kick(room, participant, now)
             }
-            Command::RoomAdd { .. } | Command::RoomFromCall { .. } => Err(
-                CommandError::NotImplemented("conference rooms: add, from a call"),
-            ),
+            Command::RoomAdd {
+                room,
+                target,
+                auto_answer,
+            } => self.command_room_add(room, &target, auto_answer, now),
+            Command::RoomFromCall { .. } => Err(CommandError::NotImplemented(
+                "conference rooms: from a call",
+            )),
         }
     }
 }

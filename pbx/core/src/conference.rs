@@ -7,22 +7,36 @@
 //! dialled number is a room ([`Engine::conference_invite`]), in-dialog requests and ACKs
 //! of a participant's dialog, the ACK timeout of our 2xx, shutdown, and the room commands.
 //! A participant's dialog never reaches the call tables, and a call never reaches ours.
+//!
+//! Call-outs ([`crate::Command::RoomAdd`]): the room rings a user's registered devices in
+//! parallel (Switchboard is the UAC), with an offer from the participant's own port pair;
+//! the first 2xx joins the room, the other devices are CANCELled, a late 2xx is ACKed and
+//! hung up. Their client transactions, ring deadline, ACKs and stray 2xx reach us through
+//! one-line hooks in `call.rs` (responses, transaction failures, strays, deadlines: the
+//! ring deadline shares the engine's deadline heap, keyed by the participant id, which is
+//! drawn from the same counter as call ids). A call-out never touches a room until it is
+//! answered: a device that is busy or does not answer leaves the room as it was.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use switchboard_media::codec::CodecSpec;
-use switchboard_media::sdp::negotiate::{answer, AnswerParams, Capabilities};
-use switchboard_media::sdp::SessionDescription;
+use switchboard_media::sdp::negotiate::{
+    answer, initial_offer, negotiated, AnswerParams, Capabilities,
+};
+use switchboard_media::sdp::{Origin, SessionDescription};
 use switchboard_sip::header::NameAddr;
-use switchboard_sip::transaction::{ServerTxId, Target};
-use switchboard_sip::{HeaderName, Method, Request, Response};
+use switchboard_sip::transaction::{new_branch, ClientTxId, ServerTxId, Target};
+use switchboard_sip::{HeaderName, Method, Request, Response, Uri};
 
 use crate::command::{CommandError, CommandReply, ParticipantInfo, RoomInfo};
 use crate::dialog::{without_tag, Dialog};
 use crate::engine::{Engine, EngineEvent, ALLOW};
+use crate::features::AutoAnswerProfile;
 use crate::ports::PortPair;
+use crate::registrar::Binding;
 
 /// Which numbers are conference rooms, and who speaks in moderated ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +178,75 @@ pub enum RoomNotice {
     RtpTimeout,
 }
 
+/// How a call-out ([`crate::Command::RoomAdd`]) ended, carried by
+/// [`EngineEvent::RoomCallOut`] (the room itself is unchanged unless `status` is 200).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallOutReport {
+    pub room: String,
+    /// The participant id the command answered with.
+    pub participant: u64,
+    /// The user called.
+    pub user: String,
+    /// 200: a device answered and joined the room. Otherwise why not: the best final
+    /// status of the devices (486 busy, 480/603 declined…), 408 at the ring timeout, 487
+    /// cancelled by a kick, 488 an answer without usable audio, 503 shutdown.
+    pub status: u16,
+}
+
+impl CallOutReport {
+    pub fn joined(&self) -> bool {
+        self.status == 200
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RingState {
+    Calling,
+    Early,
+    Done(u16),
+}
+
+/// One device rung by a call-out.
+#[derive(Debug)]
+struct CallOutBranch {
+    tx: ClientTxId,
+    dialog: Dialog,
+    invite_cseq: u32,
+    state: RingState,
+}
+
+/// A room calling a user's devices; keyed by the participant id it will become.
+#[derive(Debug)]
+struct CallOut {
+    room: String,
+    user: String,
+    /// The participant's port pair, taken at the start (our offer names it).
+    pair: PortPair,
+    offer: SessionDescription,
+    origin: (String, u64),
+    branches: Vec<CallOutBranch>,
+    deadline: Instant,
+}
+
+/// A device whose call-out ended without it (CANCELled): its INVITE may still be
+/// answered 2xx, which is then ACKed and hung up.
+#[derive(Debug)]
+struct LateBranch {
+    dialog: Dialog,
+    invite_cseq: u32,
+    /// Forgotten after this even if no final response came (a device that never answers
+    /// a CANCELled INVITE must not hold memory forever).
+    until: Instant,
+}
+
+/// An ACK we sent for a 2xx, re-sent for each retransmission of that 2xx (§13.2.2.4).
+#[derive(Debug)]
+struct SentAck {
+    data: Vec<u8>,
+    target: Target,
+    until: Instant,
+}
+
 #[derive(Debug)]
 struct Participant {
     room: String,
@@ -188,6 +271,14 @@ pub(crate) struct ConferenceState {
     dialogs: HashMap<(String, String), u64>,
     /// INVITE server transactions whose 2xx awaits its ACK.
     ack_waiters: HashMap<ServerTxId, u64>,
+    /// Call-outs ringing, by the participant id they will become.
+    callouts: HashMap<u64, CallOut>,
+    /// INVITE client transactions of ringing call-outs → (participant id, branch).
+    callout_txs: HashMap<ClientTxId, (u64, usize)>,
+    /// Cancelled call-out INVITEs that may still be answered.
+    late: HashMap<ClientTxId, LateBranch>,
+    /// (Call-ID, CSeq) → the ACK we sent for that 2xx.
+    acks: HashMap<(String, u32), SentAck>,
 }
 
 impl ConferenceState {
@@ -198,6 +289,10 @@ impl ConferenceState {
             participants: HashMap::new(),
             dialogs: HashMap::new(),
             ack_waiters: HashMap::new(),
+            callouts: HashMap::new(),
+            callout_txs: HashMap::new(),
+            late: HashMap::new(),
+            acks: HashMap::new(),
         }
     }
 
@@ -661,8 +756,9 @@ impl Engine {
         self.drain_tx_events(now);
     }
 
-    /// Shutdown: every participant gets BYE.
+    /// Shutdown: every participant gets BYE, every call-out is cancelled.
     pub(crate) fn conference_shutdown(&mut self, now: Instant) {
+        self.call_outs_shutdown(now);
         let ids: Vec<u64> = self
             .conference
             .as_ref()
@@ -749,9 +845,595 @@ impl Engine {
         participant: u64,
         now: Instant,
     ) -> Result<CommandReply, CommandError> {
+        if self.cancel_call_out(&room, participant, now) {
+            return Ok(CommandReply::Accepted);
+        }
         self.room_participant(&room, participant)?;
         self.hang_up_participant(participant, now);
         Ok(CommandReply::Accepted)
+    }
+}
+
+/// The participant media of a call-out from the device's answer to our `offer`, or the
+/// status that says why it cannot join (488).
+///
+/// The room decodes one codec per participant, and the answer may list several. RFC 3264
+/// §6.1 says the answerer SHOULD send the most preferred codec of the offer that its
+/// answer lists, so that is the one the room expects; we send it too (§7: anything the
+/// answer lists may be sent). baresip, for one, orders its answer by its own preference
+/// but sends by the offer's.
+fn call_out_media(offer: &SessionDescription, resp: &Response) -> Result<ParticipantMedia, u16> {
+    let Some(Ok(answer_sdp)) = crate::media::sdp_body(&resp.headers, &resp.body) else {
+        return Err(488);
+    };
+    let stream = negotiated(offer, &answer_sdp)
+        .into_iter()
+        .next()
+        .filter(|s| s.accepted)
+        .ok_or(488u16)?;
+    let (Some(offered), Some(answered)) = (offer.media.first(), answer_sdp.media.first()) else {
+        return Err(488);
+    };
+    // An answer may omit the rtpmap of a dynamic payload type it took from the offer.
+    let listed: Vec<_> = answered
+        .formats
+        .iter()
+        .filter_map(|f| f.parse::<u8>().ok())
+        .filter_map(|pt| answered.rtpmap(pt).or_else(|| offered.rtpmap(pt)))
+        .collect();
+    let codec = offered
+        .rtpmaps()
+        .iter()
+        .filter(|ours| !ours.is_telephone_event())
+        .find_map(|ours| {
+            listed
+                .iter()
+                .find(|a| a.same_codec(&ours.encoding, ours.clock_rate, ours.channels))
+        })
+        .and_then(|a| {
+            CodecSpec::from_rtpmap(&a.encoding, a.clock_rate, a.channels, a.payload_type, None)
+        })
+        .ok_or(488u16)?;
+    Ok(ParticipantMedia {
+        remote: to_socket(&stream.remote_addr),
+        codec,
+        speaker: false,
+        muted: false,
+        send: stream.direction.sends(),
+    })
+}
+
+/// Calling out from rooms (see the module documentation).
+impl Engine {
+    /// `RoomAdd`: ring `target`'s devices; the first to answer joins `room`.
+    pub(crate) fn command_room_add(
+        &mut self,
+        room: String,
+        target: &str,
+        auto_answer: bool,
+        now: Instant,
+    ) -> Result<CommandReply, CommandError> {
+        let Some(conference) = self.conference.as_ref() else {
+            return Err(CommandError::NoSuchRoom(room));
+        };
+        if !conference.config.is_room(&room) {
+            return Err(CommandError::NoSuchRoom(room));
+        }
+        let Some(user) = self.directory.resolve(target).map(|u| u.name.clone()) else {
+            return Err(CommandError::NoSuchUser(target.to_owned()));
+        };
+        if conference
+            .callouts
+            .values()
+            .any(|c| c.room == room && c.user == user)
+        {
+            return Err(CommandError::Conflict(format!(
+                "{user} is already being called into room {room}"
+            )));
+        }
+        let present = conference.rooms.get(&room).is_some_and(|members| {
+            members.iter().any(|id| {
+                conference
+                    .participants
+                    .get(id)
+                    .is_some_and(|p| p.user == user)
+            })
+        });
+        if present {
+            return Err(CommandError::Conflict(format!(
+                "{user} is already in room {room}"
+            )));
+        }
+        let speaker =
+            conference.config.is_moderated(&room) && conference.config.speakers.contains(&user);
+        let unix = self.unix(now);
+        let bindings: Vec<Binding> = self.registrar.lookup(&user, unix);
+        if bindings.is_empty() {
+            return Err(CommandError::NotRegistered(user));
+        }
+        let Some(media) = self.media.as_ref() else {
+            return Err(CommandError::Unavailable(
+                "conference rooms need media anchoring".into(),
+            ));
+        };
+        // DTMF means nothing in a room (yet): no telephone-event.
+        let caps = Capabilities {
+            telephone_event: false,
+            ..media.caps.clone()
+        };
+        let address = media.config.advertise.clone();
+        let Some(pair) = self.media.as_mut().and_then(|m| m.pool.allocate()) else {
+            return Err(CommandError::Unavailable("no media ports available".into()));
+        };
+        let origin = (
+            rand::random::<u32>().to_string(),
+            u64::from(rand::random::<u16>()),
+        );
+        let offer = initial_offer(
+            &caps,
+            Origin {
+                username: "switchboard".into(),
+                session_id: origin.0.clone(),
+                session_version: origin.1,
+                net_type: "IN".into(),
+                addr_type: if address.contains(':') { "IP6" } else { "IP4" }.into(),
+                address: address.clone(),
+            },
+            &address,
+            pair.rtp,
+        );
+        let participant = self.new_call_id();
+        let mut branches = Vec::new();
+        for binding in &bindings {
+            if let Some(b) = self.call_out_invite(&room, &user, binding, &offer, auto_answer, now) {
+                branches.push(b);
+            }
+        }
+        if branches.is_empty() {
+            if let Some(m) = self.media.as_mut() {
+                m.pool.release(pair);
+            }
+            return Err(CommandError::NotRegistered(user));
+        }
+        let deadline = now + self.config.ring_timeout;
+        // The deadline heap is keyed by call id; participant ids come from the same
+        // counter, so `on_call_deadline` finds no call and hands the key to us.
+        self.deadlines.push(Reverse((deadline, participant)));
+        tracing::info!(%room, participant, %user, devices = branches.len(), speaker, "calling out from the conference room");
+        let Some(conference) = self.conference.as_mut() else {
+            return Err(CommandError::NoSuchRoom(room));
+        };
+        for (i, b) in branches.iter().enumerate() {
+            conference.callout_txs.insert(b.tx, (participant, i));
+        }
+        conference.callouts.insert(
+            participant,
+            CallOut {
+                room: room.clone(),
+                user,
+                pair,
+                offer,
+                origin,
+                branches,
+                deadline,
+            },
+        );
+        Ok(CommandReply::Room {
+            room,
+            participant: Some(participant),
+        })
+    }
+
+    /// One INVITE of a call-out, to one registered device.
+    fn call_out_invite(
+        &mut self,
+        room: &str,
+        user: &str,
+        binding: &Binding,
+        offer: &SessionDescription,
+        auto_answer: bool,
+        now: Instant,
+    ) -> Option<CallOutBranch> {
+        let contact_uri = Uri::parse(&binding.contact).ok()?;
+        let domain = self.config.domain.clone();
+        // The device shows the room as the caller.
+        let mut local_uri = NameAddr::new(Uri::sip(Some(room), &domain, None));
+        local_uri.display_name = Some(format!("\"Conference {room}\""));
+        let mut dialog = Dialog {
+            call_id: crate::new_sip_call_id(&self.config.local.host),
+            local_tag: crate::new_tag(),
+            remote_tag: None,
+            local_uri,
+            remote_uri: NameAddr::new(Uri::sip(Some(user), &domain, None)),
+            remote_target: contact_uri,
+            route_set: binding.path.clone(),
+            local_cseq: 0,
+            we_chose_call_id: true,
+            target: binding.source,
+        };
+        let mut invite = dialog.request(Method::Invite, &self.config.local, &new_branch());
+        invite.headers.push(HeaderName::Allow, ALLOW);
+        invite
+            .headers
+            .push(HeaderName::UserAgent, self.config.user_agent.clone());
+        if auto_answer {
+            let profile = AutoAnswerProfile::for_user_agent(
+                binding.user_agent.as_deref(),
+                self.config.features.auto_answer,
+            );
+            for (name, value) in profile.headers(&domain) {
+                invite.headers.push(name, value);
+            }
+        }
+        invite.set_body(offer.to_bytes(), Some("application/sdp"));
+        let invite_cseq = dialog.local_cseq;
+        let tx = self.send_request(invite, binding.source, now)?;
+        Some(CallOutBranch {
+            tx,
+            dialog,
+            invite_cseq,
+            state: RingState::Calling,
+        })
+    }
+
+    /// A response on one of our client transactions. `true` when it was a call-out's.
+    pub(crate) fn conference_response(
+        &mut self,
+        id: ClientTxId,
+        resp: &Response,
+        now: Instant,
+    ) -> bool {
+        if self.conference.is_none() {
+            return false;
+        }
+        if self.resend_call_out_ack(resp) {
+            return true;
+        }
+        let conference = self.conference.as_mut().expect("checked above");
+        if conference.late.contains_key(&id) {
+            if resp.is_success() {
+                if let Some(late) = conference.late.remove(&id) {
+                    self.ack_and_bye_late(late, resp, now);
+                }
+            } else if resp.is_final() {
+                conference.late.remove(&id);
+            }
+            return true;
+        }
+        let Some(&(participant, i)) = conference.callout_txs.get(&id) else {
+            return false;
+        };
+        match resp.status {
+            100 => {}
+            101..=199 => {
+                if let Some(b) = conference
+                    .callouts
+                    .get_mut(&participant)
+                    .and_then(|c| c.branches.get_mut(i))
+                {
+                    if b.state == RingState::Calling {
+                        b.state = RingState::Early;
+                    }
+                }
+            }
+            200..=299 => self.call_out_answered(participant, i, resp, now),
+            status => self.call_out_branch_done(id, participant, i, status, now),
+        }
+        true
+    }
+
+    /// A call-out INVITE timed out or its transport failed. `true` when it was ours.
+    pub(crate) fn conference_client_failure(&mut self, id: ClientTxId, now: Instant) -> bool {
+        let Some(conference) = self.conference.as_mut() else {
+            return false;
+        };
+        if conference.late.remove(&id).is_some() {
+            return true;
+        }
+        let Some(&(participant, i)) = conference.callout_txs.get(&id) else {
+            return false;
+        };
+        self.call_out_branch_done(id, participant, i, 408, now);
+        true
+    }
+
+    /// A 2xx that matched no transaction (retransmitted after the INVITE transaction
+    /// ended): ACKed again if it is one we ACKed. `true` when it was ours.
+    pub(crate) fn conference_stray_response(&mut self, resp: &Response) -> bool {
+        self.resend_call_out_ack(resp)
+    }
+
+    /// A ring deadline from the engine's heap whose key is no call. `true` when it was a
+    /// call-out's.
+    pub(crate) fn conference_deadline(&mut self, key: u64, at: Instant, now: Instant) -> bool {
+        let due = self
+            .conference
+            .as_ref()
+            .and_then(|c| c.callouts.get(&key))
+            .is_some_and(|c| c.deadline == at);
+        if due {
+            tracing::debug!(
+                participant = key,
+                "call-out not answered before the ring timeout"
+            );
+            self.call_out_failed(key, 408, now);
+        }
+        due
+    }
+
+    fn resend_call_out_ack(&mut self, resp: &Response) -> bool {
+        if !resp.is_success() {
+            return false;
+        }
+        let (Ok(call_id), Ok(cseq)) = (resp.call_id(), resp.cseq()) else {
+            return false;
+        };
+        if cseq.method != Method::Invite {
+            return false;
+        }
+        let Some(sent) = self
+            .conference
+            .as_ref()
+            .and_then(|c| c.acks.get(&(call_id.to_owned(), cseq.seq)))
+        else {
+            return false;
+        };
+        let (data, target) = (sent.data.clone(), sent.target);
+        self.send_direct(data, target);
+        true
+    }
+
+    /// Sends the ACK for a 2xx and keeps it for the 2xx's retransmissions (for as long as
+    /// a client transaction would pass them on: 64*T1).
+    fn send_call_out_ack(&mut self, dialog: &Dialog, invite_cseq: u32, now: Instant) {
+        let local = self.config.local.clone();
+        let ack = dialog.ack(invite_cseq, &local, &new_branch()).to_bytes();
+        let until = now + self.config.timers.transaction_timeout();
+        if let Some(c) = self.conference.as_mut() {
+            c.acks.retain(|_, a| a.until > now);
+            c.acks.insert(
+                (dialog.call_id.clone(), invite_cseq),
+                SentAck {
+                    data: ack.clone(),
+                    target: dialog.target,
+                    until,
+                },
+            );
+        }
+        self.send_direct(ack, dialog.target);
+    }
+
+    /// A device answered after its call-out was over (another device won, the ring
+    /// timed out, or the call-out was cancelled): ACK, then BYE.
+    fn ack_and_bye_late(&mut self, late: LateBranch, resp: &Response, now: Instant) {
+        let mut dialog = late.dialog;
+        dialog.confirm_from_response(resp);
+        self.send_call_out_ack(&dialog, late.invite_cseq, now);
+        let bye = dialog.request(Method::Bye, &self.config.local.clone(), &new_branch());
+        // Its answer needs no handling: the device is not in any room.
+        self.send_request(bye, dialog.target, now);
+        tracing::info!(call_id = %dialog.call_id, "late answer to a call-out hung up");
+    }
+
+    /// CANCELs the devices of a finished call-out that may still ring, keeping their
+    /// dialogs for a late 2xx.
+    fn cancel_call_out_branches(&mut self, branches: Vec<CallOutBranch>, now: Instant) {
+        let until = now + self.config.timers.transaction_timeout() * 2;
+        for b in branches {
+            if let Some(c) = self.conference.as_mut() {
+                c.callout_txs.remove(&b.tx);
+            }
+            if !matches!(b.state, RingState::Calling | RingState::Early) {
+                continue;
+            }
+            // Deferred by the layer until a provisional arrives (§9.1), never sent if a
+            // final response comes first.
+            let _ = self.tx.send_cancel(b.tx, now);
+            if let Some(c) = self.conference.as_mut() {
+                c.late.retain(|_, l| l.until > now);
+                c.late.insert(
+                    b.tx,
+                    LateBranch {
+                        dialog: b.dialog,
+                        invite_cseq: b.invite_cseq,
+                        until,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A device of a ringing call-out gave a final non-2xx (or timed out).
+    fn call_out_branch_done(
+        &mut self,
+        id: ClientTxId,
+        participant: u64,
+        i: usize,
+        status: u16,
+        now: Instant,
+    ) {
+        let Some(conference) = self.conference.as_mut() else {
+            return;
+        };
+        conference.callout_txs.remove(&id);
+        let Some(callout) = conference.callouts.get_mut(&participant) else {
+            return;
+        };
+        if let Some(b) = callout.branches.get_mut(i) {
+            b.state = RingState::Done(status);
+        }
+        let statuses: Option<Vec<u16>> = callout
+            .branches
+            .iter()
+            .map(|b| match b.state {
+                RingState::Done(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        if let Some(statuses) = statuses {
+            let best = crate::call::best_final(&statuses);
+            self.call_out_failed(participant, best, now);
+        }
+    }
+
+    /// A call-out ends without anyone joining: the devices still ringing are CANCELled,
+    /// the port pair goes back to the pool, the room is as it was.
+    fn call_out_failed(&mut self, participant: u64, status: u16, now: Instant) {
+        let Some(callout) = self
+            .conference
+            .as_mut()
+            .and_then(|c| c.callouts.remove(&participant))
+        else {
+            return;
+        };
+        self.cancel_call_out_branches(callout.branches, now);
+        if let Some(m) = self.media.as_mut() {
+            m.pool.release(callout.pair);
+        }
+        tracing::info!(room = %callout.room, participant, user = %callout.user, status, "call-out from the conference room not answered");
+        self.events
+            .push_back(EngineEvent::RoomCallOut(CallOutReport {
+                room: callout.room,
+                participant,
+                user: callout.user,
+                status,
+            }));
+    }
+
+    /// The first 2xx of a call-out: ACK it, CANCEL the other devices, and join the
+    /// device to the room (or hang it up if its answer has no audio we can mix).
+    fn call_out_answered(&mut self, participant: u64, i: usize, resp: &Response, now: Instant) {
+        let Some(mut callout) = self
+            .conference
+            .as_mut()
+            .and_then(|c| c.callouts.remove(&participant))
+        else {
+            return;
+        };
+        if i >= callout.branches.len() {
+            return;
+        }
+        let mut branch = callout.branches.remove(i);
+        if let Some(c) = self.conference.as_mut() {
+            c.callout_txs.remove(&branch.tx);
+        }
+        branch.dialog.confirm_from_response(resp);
+        self.send_call_out_ack(&branch.dialog, branch.invite_cseq, now);
+        self.cancel_call_out_branches(std::mem::take(&mut callout.branches), now);
+        let CallOut {
+            room,
+            user,
+            pair,
+            offer,
+            origin,
+            ..
+        } = callout;
+        let mut media = match call_out_media(&offer, resp) {
+            Ok(m) => m,
+            Err(status) => {
+                tracing::info!(%room, participant, %user, "a call-out was answered without usable audio; hanging up");
+                let bye =
+                    branch
+                        .dialog
+                        .request(Method::Bye, &self.config.local.clone(), &new_branch());
+                self.send_request(bye, branch.dialog.target, now);
+                if let Some(m) = self.media.as_mut() {
+                    m.pool.release(pair);
+                }
+                self.events
+                    .push_back(EngineEvent::RoomCallOut(CallOutReport {
+                        room,
+                        participant,
+                        user,
+                        status,
+                    }));
+                return;
+            }
+        };
+        let Some(conference) = self.conference.as_mut() else {
+            return;
+        };
+        let (moderated, tones) = (
+            conference.config.is_moderated(&room),
+            conference.config.tones,
+        );
+        media.speaker = moderated && conference.config.speakers.contains(&user);
+        let new_room = !conference.rooms.contains_key(&room);
+        conference
+            .rooms
+            .entry(room.clone())
+            .or_default()
+            .push(participant);
+        conference.dialogs.insert(
+            (
+                branch.dialog.call_id.clone(),
+                branch.dialog.local_tag.clone(),
+            ),
+            participant,
+        );
+        conference.participants.insert(
+            participant,
+            Participant {
+                room: room.clone(),
+                user: user.clone(),
+                dialog: branch.dialog,
+                pair,
+                media: media.clone(),
+                origin,
+                awaiting_ack: None,
+            },
+        );
+        tracing::info!(%room, participant, %user, codec = media.codec.kind.encoding_name(), speaker = media.speaker, "a call-out answered and joined the conference room");
+        if new_room {
+            let rtp_timeout = self
+                .media
+                .as_ref()
+                .map_or(std::time::Duration::from_secs(60), |m| m.config.rtp_timeout);
+            self.events.push_back(EngineEvent::Room(RoomCommand::Open {
+                room: room.clone(),
+                moderated,
+                tones,
+                rtp_timeout,
+            }));
+        }
+        self.events.push_back(EngineEvent::Room(RoomCommand::Join {
+            room: room.clone(),
+            participant,
+            pair,
+            media,
+        }));
+        self.events
+            .push_back(EngineEvent::RoomCallOut(CallOutReport {
+                room,
+                participant,
+                user,
+                status: 200,
+            }));
+    }
+
+    /// A kick naming a call-out that still rings: it is cancelled. `true` when it was one.
+    fn cancel_call_out(&mut self, room: &str, participant: u64, now: Instant) -> bool {
+        let ringing = self
+            .conference
+            .as_ref()
+            .and_then(|c| c.callouts.get(&participant))
+            .is_some_and(|c| c.room == room);
+        if ringing {
+            self.call_out_failed(participant, 487, now);
+        }
+        ringing
+    }
+
+    /// Shutdown: every call-out is cancelled.
+    fn call_outs_shutdown(&mut self, now: Instant) {
+        let ids: Vec<u64> = self
+            .conference
+            .as_ref()
+            .map(|c| c.callouts.keys().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            self.call_out_failed(id, 503, now);
+        }
     }
 }
 

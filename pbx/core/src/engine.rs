@@ -98,6 +98,8 @@ pub enum EngineEvent {
     Media(crate::media::MediaCommand),
     /// Something for the runtime's conference rooms (see `conference`).
     Room(crate::conference::RoomCommand),
+    /// A room's call-out (`Command::RoomAdd`) joined its callee or failed.
+    RoomCallOut(crate::conference::CallOutReport),
     /// A key pressed by one party of a call (RFC 4733, in-band, or SIP INFO).
     Dtmf {
         call: u64,

@@ -9,12 +9,12 @@ mod support;
 use std::time::Duration;
 
 use switchboard_core::command::{Command, CommandError, CommandReply};
-use switchboard_core::conference::{ConferenceConfig, RoomCommand};
+use switchboard_core::conference::{CallOutReport, ConferenceConfig, RoomCommand};
 use switchboard_core::media::MediaConfig;
 use switchboard_core::EngineEvent;
 use switchboard_media::codec::CodecKind;
-use switchboard_sip::transaction::ClientTxId;
-use switchboard_sip::{Method, Response};
+use switchboard_sip::transaction::{ClientTxId, ServerTxId};
+use switchboard_sip::{HeaderName, Method, Request, Response};
 
 use support::{config, secs, user, Net, PhoneId, DOMAIN};
 use switchboard_sip::digest::Algorithm;
@@ -404,4 +404,350 @@ fn shutdown_says_bye_to_every_participant() {
     assert!(net.run_to_quiet(secs(60)));
     assert!(net.engine.is_idle());
     assert_eq!(net.engine.conference_participants(), 0);
+}
+
+// ---- calling out from a room (RoomAdd) ------------------------------------------------
+
+/// An answer to the room's offer listing Opus before PCMU (as baresip orders its own).
+const OPUS_PCMU_ANSWER: &str = "v=0\r\no=102 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40020 RTP/AVP 96 0\r\na=rtpmap:96 opus/48000/2\r\n";
+const PCMA_ANSWER: &str = "v=0\r\no=102 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40022 RTP/AVP 8\r\n";
+
+fn room_add(net: &mut Net, room: &str, target: &str) -> Result<CommandReply, CommandError> {
+    net.command(Command::RoomAdd {
+        room: room.into(),
+        target: target.into(),
+        auto_answer: true,
+    })
+}
+
+/// The participant id a call-out will become.
+fn added(reply: Result<CommandReply, CommandError>, room: &str) -> u64 {
+    match reply {
+        Ok(CommandReply::Room {
+            room: r,
+            participant: Some(id),
+        }) if r == room => id,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn call_outs(net: &Net) -> Vec<CallOutReport> {
+    net.events
+        .iter()
+        .filter_map(|e| match e {
+            EngineEvent::RoomCallOut(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The INVITEs phone `p` received: (its server transaction, the request).
+fn invites(net: &mut Net, p: PhoneId) -> Vec<(ServerTxId, Request)> {
+    net.phone(p)
+        .requests(Method::Invite)
+        .into_iter()
+        .map(|(id, r)| (id.unwrap(), r))
+        .collect()
+}
+
+/// 101 in room 800 (Opus), 102 registered from two devices, 103 registered.
+fn room_with_101_and_two_devices_of_102() -> (Net, [PhoneId; 3], PhoneId) {
+    let mut net = net();
+    let ids = phones(&mut net);
+    let second = net.add_phone("102", "secret-102", 5072);
+    assert_eq!(net.register(second, 3600).status, 200);
+    let (_, resp) = dial(&mut net, ids[0], "800", MULTI_OFFER);
+    assert_eq!(resp.status, 200);
+    (net, ids, second)
+}
+
+#[test]
+fn room_add_rings_every_device_and_the_first_answer_joins_the_room() {
+    let (mut net, ids, second) = room_with_101_and_two_devices_of_102();
+    // By extension: the directory resolves 1102 to user 102.
+    let id = added(room_add(&mut net, "800", "1102"), "800");
+    let (a, b) = (invites(&mut net, ids[1]), invites(&mut net, second));
+    assert_eq!((a.len(), b.len()), (1, 1), "{}", net.wire_log());
+    let offer = String::from_utf8(a[0].1.body.clone()).unwrap();
+    // Our offer: the participant's port from the pool, every codec we mix, no DTMF.
+    assert!(offer.contains("m=audio 300"), "{offer}");
+    assert!(
+        offer.contains("PCMU/8000")
+            && offer.contains("PCMA/8000")
+            && offer.contains("opus/48000/2"),
+        "{offer}"
+    );
+    assert!(!offer.contains("telephone-event"), "{offer}");
+    assert_eq!(a[0].1.body, b[0].1.body, "one offer for every device");
+    assert!(a[0]
+        .1
+        .from()
+        .unwrap()
+        .uri
+        .to_string()
+        .starts_with("sip:800@"));
+    assert_eq!(
+        a[0].1.headers.get(&HeaderName::Other("Call-Info".into())),
+        Some("<sip:example.test>;answer-after=0")
+    );
+    // Nothing joins while it rings.
+    assert!(joins(&net).iter().all(|j| j.1 != id));
+    assert_eq!(rooms(&mut net)[0].1.len(), 1);
+
+    net.respond(second, b[0].0, 180, None);
+    net.respond(ids[1], a[0].0, 200, Some(OPUS_PCMU_ANSWER));
+    // ACKed; the other device is CANCELled (and answers 487).
+    assert_eq!(net.phone(ids[1]).count(Method::Ack), 1);
+    assert_eq!(net.phone(second).count(Method::Cancel), 1);
+    let j: Vec<_> = joins(&net).into_iter().filter(|j| j.1 == id).collect();
+    // The codec the device sends: the first of our offer that its answer lists (PCMU),
+    // not the first of its answer (Opus).
+    assert_eq!(j, vec![("800".to_string(), id, CodecKind::Pcmu, false)]);
+    let join = room_events(&net)
+        .into_iter()
+        .find_map(|c| match c {
+            RoomCommand::Join {
+                participant, media, ..
+            } if participant == id => Some(media),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(join.remote, Some("127.0.0.1:40020".parse().unwrap()));
+    assert_eq!(join.codec.payload_type, 0);
+    assert!(join.send);
+    assert_eq!(
+        call_outs(&net),
+        vec![CallOutReport {
+            room: "800".into(),
+            participant: id,
+            user: "102".into(),
+            status: 200
+        }]
+    );
+    let listed = rooms(&mut net);
+    assert_eq!(
+        listed[0]
+            .1
+            .iter()
+            .map(|p| (p.0, p.1.as_str()))
+            .collect::<Vec<_>>()[1],
+        (id, "102")
+    );
+    // A device that answers 200 after the CANCEL crossed it: ACKed and hung up.
+    assert!(net.run_to_quiet(secs(60)), "{}", net.wire_log());
+
+    // The callee hangs up: they leave the room, the room stays.
+    let call_id = a[0].1.call_id().unwrap().to_string();
+    let bye = net.phone(ids[1]).in_dialog(&call_id, Method::Bye);
+    let tx = net.send(ids[1], bye);
+    assert_eq!(net.phone(ids[1]).final_response(tx).unwrap().status, 200);
+    assert!(room_events(&net).contains(&RoomCommand::Leave {
+        room: "800".into(),
+        participant: id
+    }));
+    assert_eq!(rooms(&mut net)[0].1.len(), 1);
+}
+
+#[test]
+fn a_lost_ack_is_sent_again_for_the_retransmitted_2xx() {
+    let (mut net, ids, _) = room_with_101_and_two_devices_of_102();
+    let id = added(room_add(&mut net, "800", "103"), "800");
+    let mut first = true;
+    net.drop_when(move |d| {
+        let ack = d.data.starts_with(b"ACK ") && d.to.addr.port() == 5063;
+        let drop = ack && first;
+        if drop {
+            first = false;
+        }
+        drop
+    });
+    let (tx, _) = invites(&mut net, ids[2]).remove(0);
+    net.respond(ids[2], tx, 200, Some(PCMA_ANSWER));
+    assert_eq!(net.phone(ids[2]).count(Method::Ack), 0);
+    // The phone retransmits its 2xx until the ACK comes; ours is sent again.
+    assert!(
+        net.run_until(|n| n.phones[ids[2]].count(Method::Ack) == 1, secs(5)),
+        "{}",
+        net.wire_log()
+    );
+    assert!(net.run_to_quiet(secs(60)), "{}", net.wire_log());
+    assert_eq!(net.phone(ids[2]).count(Method::Ack), 1);
+    assert_eq!(net.phone(ids[2]).count(Method::Bye), 0);
+    assert!(joins(&net)
+        .iter()
+        .any(|j| j.1 == id && j.2 == CodecKind::Pcma && j.3 == false));
+}
+
+#[test]
+fn a_late_2xx_from_a_cancelled_device_is_acked_and_hung_up() {
+    let (mut net, ids, second) = room_with_101_and_two_devices_of_102();
+    let id = added(room_add(&mut net, "800", "102"), "800");
+    // The second device answers the CANCEL but had already sent its 200.
+    net.phone(second).auto_cancel = false;
+    let (a, b) = (invites(&mut net, ids[1]), invites(&mut net, second));
+    net.respond(second, b[0].0, 180, None);
+    net.respond(ids[1], a[0].0, 200, Some(PCMA_ANSWER));
+    assert_eq!(net.phone(second).count(Method::Cancel), 1);
+    net.respond(second, b[0].0, 200, Some(OPUS_PCMU_ANSWER));
+    assert!(
+        net.run_until(|n| n.phones[second].count(Method::Bye) == 1, secs(5)),
+        "{}",
+        net.wire_log()
+    );
+    assert_eq!(net.phone(second).count(Method::Ack), 1);
+    // Only the winner joined.
+    assert_eq!(
+        joins(&net).iter().filter(|j| j.1 == id).count(),
+        1,
+        "{:?}",
+        joins(&net)
+    );
+    assert_eq!(net.phone(ids[1]).count(Method::Bye), 0);
+    assert_eq!(rooms(&mut net)[0].1.len(), 2);
+    assert!(net.run_to_quiet(secs(60)), "{}", net.wire_log());
+}
+
+#[test]
+fn busy_and_unanswered_call_outs_leave_the_room_as_it_was() {
+    let (mut net, ids, second) = room_with_101_and_two_devices_of_102();
+    let busy = added(room_add(&mut net, "800", "102"), "800");
+    let (a, b) = (invites(&mut net, ids[1]), invites(&mut net, second));
+    net.respond(ids[1], a[0].0, 486, None);
+    assert!(call_outs(&net).is_empty(), "the other device still rings");
+    net.respond(second, b[0].0, 603, None);
+    assert_eq!(
+        call_outs(&net),
+        vec![CallOutReport {
+            room: "800".into(),
+            participant: busy,
+            user: "102".into(),
+            status: 603
+        }]
+    );
+    // Nobody answers: CANCEL at the engine's ring timeout (30 s here).
+    let start = net.now;
+    let silent = added(room_add(&mut net, "800", "103"), "800");
+    let (c, _) = invites(&mut net, ids[2]).remove(0);
+    net.respond(ids[2], c, 180, None);
+    assert!(net.run_until(|n| n.phones[ids[2]].count(Method::Cancel) == 1, secs(40)));
+    assert_eq!(net.now - start, secs(30));
+    assert_eq!(call_outs(&net).last().unwrap().participant, silent);
+    assert_eq!(call_outs(&net).last().unwrap().status, 408);
+    assert!(!call_outs(&net).iter().any(CallOutReport::joined));
+    // The room is as it was: one participant, never told about the call-outs.
+    let listed = rooms(&mut net);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].1.len(), 1);
+    assert!(!room_events(&net).iter().any(|c| matches!(
+        c,
+        RoomCommand::Join { participant, .. } | RoomCommand::Leave { participant, .. }
+            if *participant == busy || *participant == silent
+    )));
+    // A new call-out to the same user works: nothing was left behind.
+    let again = added(room_add(&mut net, "800", "103"), "800");
+    let (c, _) = invites(&mut net, ids[2]).pop().unwrap();
+    net.respond(ids[2], c, 200, Some(PCMA_ANSWER));
+    assert!(joins(&net).iter().any(|j| j.1 == again));
+    assert!(net.run_to_quiet(secs(60)), "{}", net.wire_log());
+}
+
+#[test]
+fn room_add_refuses_unknown_rooms_users_and_unreachable_ones() {
+    let (mut net, _, _) = room_with_101_and_two_devices_of_102();
+    let err = room_add(&mut net, "900", "102").unwrap_err();
+    assert_eq!(err, CommandError::NoSuchRoom("900".into()));
+    assert_eq!(err.http_status(), 404);
+    let err = room_add(&mut net, "800", "nobody").unwrap_err();
+    assert_eq!(err, CommandError::NoSuchUser("nobody".into()));
+    assert_eq!(err.http_status(), 404);
+    // 101 is in the room already; a second call-out to someone ringing is refused too.
+    assert_eq!(
+        room_add(&mut net, "800", "101").unwrap_err().http_status(),
+        409
+    );
+    added(room_add(&mut net, "800", "103"), "800");
+    assert_eq!(
+        room_add(&mut net, "800", "103").unwrap_err().http_status(),
+        409
+    );
+    // A user with no registered device.
+    let mut net2 = self::net();
+    let err = room_add(&mut net2, "801", "103").unwrap_err();
+    assert_eq!(err, CommandError::NotRegistered("103".into()));
+    assert_eq!(err.http_status(), 409);
+    assert!(net2
+        .events
+        .iter()
+        .all(|e| !matches!(e, EngineEvent::Room(_))));
+}
+
+#[test]
+fn a_call_out_to_an_empty_room_opens_it() {
+    let mut net = net();
+    let ids = phones(&mut net);
+    let id = added(room_add(&mut net, "851", "103"), "851");
+    assert!(
+        rooms(&mut net).is_empty(),
+        "nothing opens before the answer"
+    );
+    let (tx, _) = invites(&mut net, ids[2]).remove(0);
+    net.respond(ids[2], tx, 200, Some(PCMA_ANSWER));
+    let events = room_events(&net);
+    assert!(
+        matches!(
+            &events[..],
+            [RoomCommand::Open { room, moderated: true, .. }, RoomCommand::Join { participant, media, .. }]
+                if room == "851" && *participant == id && media.speaker
+        ),
+        "{events:?}"
+    );
+    assert_eq!(rooms(&mut net)[0].1[0].1, "103");
+}
+
+#[test]
+fn an_answer_without_usable_audio_is_hung_up() {
+    let (mut net, ids, _) = room_with_101_and_two_devices_of_102();
+    let id = added(room_add(&mut net, "800", "103"), "800");
+    let (tx, _) = invites(&mut net, ids[2]).remove(0);
+    let g729 = PCMA_ANSWER.replace("RTP/AVP 8", "RTP/AVP 18");
+    net.respond(ids[2], tx, 200, Some(&g729));
+    assert_eq!(net.phone(ids[2]).count(Method::Ack), 1);
+    assert_eq!(net.phone(ids[2]).count(Method::Bye), 1);
+    assert_eq!(call_outs(&net).last().unwrap().status, 488);
+    assert!(!joins(&net).iter().any(|j| j.1 == id));
+    assert!(net.run_to_quiet(secs(60)), "{}", net.wire_log());
+}
+
+#[test]
+fn kick_and_shutdown_cancel_ringing_call_outs() {
+    let (mut net, ids, second) = room_with_101_and_two_devices_of_102();
+    let kicked = added(room_add(&mut net, "800", "103"), "800");
+    let (tx, _) = invites(&mut net, ids[2]).remove(0);
+    net.respond(ids[2], tx, 180, None);
+    assert_eq!(
+        net.command(Command::RoomKick {
+            room: "800".into(),
+            participant: kicked
+        }),
+        Ok(CommandReply::Accepted)
+    );
+    assert_eq!(net.phone(ids[2]).count(Method::Cancel), 1);
+    assert_eq!(call_outs(&net).last().unwrap().status, 487);
+
+    // Shutdown while 102's devices ring: CANCELled (one before any provisional: the
+    // CANCEL waits for it), everything ends, the engine goes idle.
+    let ringing = added(room_add(&mut net, "800", "102"), "800");
+    let (a, _) = invites(&mut net, ids[1]).remove(0);
+    net.respond(ids[1], a, 180, None);
+    net.shutdown();
+    assert_eq!(net.phone(ids[1]).count(Method::Cancel), 1);
+    let (b, _) = invites(&mut net, second).remove(0);
+    net.respond(second, b, 180, None);
+    assert_eq!(net.phone(second).count(Method::Cancel), 1);
+    let last = call_outs(&net).last().cloned().unwrap();
+    assert_eq!((last.participant, last.status), (ringing, 503));
+    assert_eq!(net.phone(ids[0]).count(Method::Bye), 1);
+    assert!(net.run_to_quiet(secs(60)), "{}", net.wire_log());
+    assert!(net.engine.is_idle());
+    assert!(rooms(&mut net).is_empty());
 }

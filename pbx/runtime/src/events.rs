@@ -53,6 +53,15 @@ pub enum CallEvent {
         source: &'static str,
         at_ms: i64,
     },
+    /// A conference room's call-out ended: `joined`, or `status` says why not.
+    RoomCallOut {
+        room: String,
+        participant: u64,
+        user: String,
+        joined: bool,
+        status: u16,
+        at_ms: i64,
+    },
     /// A device registered (or refreshed) or went away.
     Registration {
         user: String,
@@ -115,6 +124,14 @@ pub fn public_event(event: &EngineEvent, at_ms: i64) -> Option<CallEvent> {
             digit: digit.to_string(),
             duration_ms: *duration_ms,
             source,
+            at_ms,
+        },
+        EngineEvent::RoomCallOut(r) => CallEvent::RoomCallOut {
+            room: r.room.clone(),
+            participant: r.participant,
+            user: r.user.clone(),
+            joined: r.joined(),
+            status: r.status,
             at_ms,
         },
         EngineEvent::Binding(BindingChange::Upserted(b)) => CallEvent::Registration {

@@ -575,6 +575,8 @@ pub async fn run(
                     metrics.set_media_sessions(media_tasks.len());
                 }
                 EngineEvent::Room(command) => rooms.apply(command, media_ip, &input_tx, &metrics),
+                // Logged by the engine; published on the event stream above.
+                EngineEvent::RoomCallOut(_) => {}
                 EngineEvent::Malformed {
                     source,
                     reason,

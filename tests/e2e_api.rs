@@ -251,10 +251,10 @@ fn bad_requests_get_400_and_unknown_calls_404_with_a_reason() {
     );
 }
 
-/// Rooms through the API: listing works (no room is live), muting or kicking in a room
-/// that does not exist is 404, and the two conference commands not built yet (calling
-/// someone out from a room, a room from a live call) answer 501 with a reason. Update
-/// this test when they land.
+/// Rooms through the API: listing works (no room is live); muting, kicking or calling
+/// someone out in a room that is not one (no rooms are configured here) is 404, with the
+/// body's `target` checked first; a room from a live call is the one command that still
+/// answers 501 with a reason. (Calling out for real: `tests/e2e_conference.rs`.)
 #[test]
 fn conference_room_commands_answer_and_the_missing_ones_say_501() {
     let server = Server::start(with_api(ServerOptions::default()));
@@ -269,24 +269,29 @@ fn conference_room_commands_answer_and_the_missing_ones_say_501() {
             Some(r#"{"muted":true}"#),
         ),
         ("DELETE", "/rooms/sales/participants/1", None),
-    ] {
-        let r = api.call(method, path, body);
-        assert_eq!(r.status, 404, "{method} {path}: {}", r.text);
-        assert_eq!(r.json["error"], "no_such_room");
-    }
-    for (method, path, body) in [
         (
             "POST",
             "/rooms/sales/participants",
             Some(r#"{"target":"102"}"#),
         ),
-        ("POST", "/calls/1/conference", None),
+        (
+            "POST",
+            "/rooms/800/participants",
+            Some(r#"{"target":"102","auto_answer":true}"#),
+        ),
     ] {
         let r = api.call(method, path, body);
-        assert_eq!(r.status, 501, "{method} {path}: {}", r.text);
-        assert_eq!(r.json["error"], "not_implemented");
-        assert!(r.reason().starts_with("not implemented yet"), "{}", r.text);
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.text);
+        assert_eq!(r.json["error"], "no_such_room");
     }
+    for body in [r#"{"target":""}"#, r#"{"target":"102","ring":true}"#, "{}"] {
+        let r = api.call("POST", "/rooms/800/participants", Some(body));
+        assert_eq!(r.status, 400, "{body}: {}", r.text);
+    }
+    let r = api.call("POST", "/calls/1/conference", None);
+    assert_eq!(r.status, 501, "{}", r.text);
+    assert_eq!(r.json["error"], "not_implemented");
+    assert!(r.reason().starts_with("not implemented yet"), "{}", r.text);
 }
 
 /// The call features the engine carries out answer for what does not exist with 404.

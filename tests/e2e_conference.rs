@@ -3,18 +3,21 @@
 //! decoded audio must hold the other two tones and not its own (the server mixes
 //! "everyone but yourself", each in their own codec). The room's gauges reach /metrics.
 //!
-//! Mute and kick are commands with no HTTP route in this branch yet (the API is being
-//! built separately); they are covered by the engine scenarios in
-//! `pbx/core/tests/conference.rs` and by the mixer's tests.
+//! Calling out from a room: alice dials the room, the API's `POST /rooms/800/participants`
+//! rings bob's phone (which answers by itself), bob joins, and each hears the other.
+//!
+//! Mute and kick are covered by the engine scenarios in `pbx/core/tests/conference.rs`
+//! and by the mixer's tests.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::api::Api;
 use common::baresip::{AnswerMode, Baresip, PhoneOptions};
 use common::media::{goertzel_power, Wav};
-use common::{alice, bob, peer_available, wait_until_or, Server, ServerOptions, User};
+use common::{alice, bob, peer_available, wait_until, wait_until_or, Server, ServerOptions, User};
 
 /// How long SIP signalling may take to set a call up on a loaded machine.
 const SETUP_DEADLINE: Duration = Duration::from_secs(10);
@@ -190,5 +193,165 @@ fn three_parties_each_hear_the_other_two_tones_and_not_their_own() {
                 tones[j]
             );
         }
+    }
+}
+
+const TOKEN: &str = "e2e-conference-token-0123456789";
+
+/// Bytes per second of a WAV being written (its header's byte rate), once the header is.
+fn dump_byte_rate(dir: &Path) -> Option<u64> {
+    let bytes = std::fs::read(decoded_dump(dir)?).ok()?;
+    let rate = u32::from_le_bytes(bytes.get(28..32)?.try_into().ok()?);
+    (rate > 0).then_some(u64::from(rate))
+}
+
+/// Levels (dB) of `tones` in the stretch of `dir`'s decoded dump between byte offsets
+/// `start` and `end`.
+fn levels_in(dir: &Path, start: u64, end: u64, tones: &[u32]) -> Vec<f64> {
+    let path = decoded_dump(dir).expect("decoded dump");
+    let wav = Wav::read(&path);
+    let frame = 2 * u64::from(wav.channels);
+    let first = (start.saturating_sub(44) / frame) as usize;
+    let last = (end.saturating_sub(44) / frame) as usize;
+    let mono = wav.mono();
+    let window = &mono[first.min(mono.len())..last.min(mono.len())];
+    assert!(
+        window.len() as u32 >= 2 * wav.sample_rate,
+        "only {} samples to analyse in {}",
+        window.len(),
+        path.display()
+    );
+    tones
+        .iter()
+        .map(|&t| tone_db(window, wav.sample_rate, f64::from(t)))
+        .collect()
+}
+
+#[test]
+fn the_api_calls_bob_out_from_the_room_and_he_hears_alice() {
+    if !peer_available("baresip") {
+        return;
+    }
+    let server = Server::start(
+        ServerOptions::default()
+            .user(alice())
+            .user(bob())
+            .serve_arg("--conference-rooms")
+            .serve_arg("800-809")
+            .env("SWITCHBOARD_API_TOKEN", TOKEN)
+            .env("SWITCHBOARD_LOG", "info"),
+    );
+    let api = Api::new(server.http, TOKEN);
+    let (alice_dir, bob_dir) = (server.run_dir("dumps-alice"), server.run_dir("dumps-bob"));
+    let mut alice_phone = Baresip::start_with(
+        &server,
+        &alice(),
+        AnswerMode::Manual,
+        &PhoneOptions {
+            audio_codecs: "pcmu".into(),
+            tone_hz: 440,
+            snd_path: Some(alice_dir.clone()),
+        },
+    );
+    // bob's phone prefers Opus but also has PCMU: the room must mix what it really sends.
+    let mut bob_phone = Baresip::start_with(
+        &server,
+        &bob(),
+        AnswerMode::Auto,
+        &PhoneOptions {
+            audio_codecs: "opus/48000/2,pcmu".into(),
+            tone_hz: 1000,
+            snd_path: Some(bob_dir.clone()),
+        },
+    );
+    alice_phone.wait_registered();
+    bob_phone.wait_registered();
+    alice_phone.dial(&format!("sip:800@{}", server.sip));
+    alice_phone.wait_event("CALL_ESTABLISHED", SETUP_DEADLINE);
+    server.wait_metric("switchboard_conference_participants", 1.0, SETUP_DEADLINE);
+
+    let mut events = api.events();
+    let reply = api.expect(
+        202,
+        "POST",
+        "/rooms/800/participants",
+        Some(r#"{"target":"bob","auto_answer":true}"#),
+    );
+    assert_eq!(reply["room"], "800", "{reply}");
+    let participant = reply["participant"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no participant id in {reply}"));
+    bob_phone.wait_event("CALL_ESTABLISHED", SETUP_DEADLINE);
+    let joined = events.wait_for(SETUP_DEADLINE, "room_call_out", |v| {
+        v["type"] == "room_call_out" && v["participant"] == participant
+    });
+    assert_eq!(joined["joined"], true, "{joined}");
+    assert_eq!(joined["user"], "bob", "{joined}");
+    server.wait_metric("switchboard_conference_participants", 2.0, SETUP_DEADLINE);
+    let rooms = api.expect(200, "GET", "/rooms", None);
+    let listed: Vec<(u64, String)> = rooms["rooms"][0]["participants"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no participants in {rooms}"))
+        .iter()
+        .map(|p| {
+            (
+                p["participant"].as_u64().unwrap_or(0),
+                p["user"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(rooms["rooms"][0]["room"], "800", "{rooms}");
+    assert_eq!(listed.len(), 2, "{rooms}");
+    assert_eq!(listed[0].1, "alice", "{rooms}");
+    assert_eq!(listed[1], (participant, "bob".to_string()), "{rooms}");
+
+    // Both are mixed now: analyse three seconds of each dump from half a second on.
+    let dirs = [&alice_dir, &bob_dir];
+    let rates: Vec<u64> = dirs
+        .iter()
+        .map(|d| wait_until(SETUP_DEADLINE, "a decoded dump", || dump_byte_rate(d)))
+        .collect();
+    let start: Vec<u64> = dirs
+        .iter()
+        .zip(&rates)
+        .map(|(d, r)| dump_len(d) + r / 2)
+        .collect();
+    let grown = wait_until_or(Duration::from_secs(15), || {
+        dirs.iter()
+            .zip(&start)
+            .zip(&rates)
+            .all(|((d, s), r)| dump_len(d) >= s + 3 * r)
+    });
+    let end: Vec<u64> = dirs.iter().map(|d| dump_len(d)).collect();
+    bob_phone.hangup();
+    bob_phone.wait_event("CALL_CLOSED", SETUP_DEADLINE);
+    // bob hanging up leaves alice alone in the room.
+    server.wait_metric("switchboard_conference_participants", 1.0, SETUP_DEADLINE);
+    alice_phone.hangup();
+    alice_phone.wait_event("CALL_CLOSED", SETUP_DEADLINE);
+    server.wait_metric("switchboard_conference_rooms", 0.0, SETUP_DEADLINE);
+    assert!(
+        grown,
+        "the decoded dumps did not grow by 3 s; server log:\n{}",
+        server.log()
+    );
+    let tones = [440, 1000];
+    for (i, (name, dir)) in [("alice", &alice_dir), ("bob", &bob_dir)]
+        .iter()
+        .enumerate()
+    {
+        let levels = levels_in(dir, start[i], end[i], &tones);
+        eprintln!("{name}: levels {levels:?} dB at {tones:?} Hz");
+        let (own, other) = (levels[i], levels[1 - i]);
+        assert!(
+            other > -40.0,
+            "{name} does not hear the {} Hz tone: {other:.1} dB (levels {levels:?})",
+            tones[1 - i]
+        );
+        assert!(
+            other - own > 25.0,
+            "{name} hears its own {} Hz tone at {own:.1} dB (levels {levels:?})",
+            tones[i]
+        );
     }
 }

@@ -218,3 +218,120 @@ pub fn wav(data: &[u8]) {
         }
     }
 }
+
+/// The codecs of the `mixer_packet` room, one participant each (ids 1, 2, 3).
+pub fn mixer_codecs() -> [switchboard_media::codec::CodecSpec; 3] {
+    use switchboard_media::codec::CodecSpec;
+    [
+        CodecSpec::from_static_payload_type(0).expect("PCMU"),
+        CodecSpec::from_static_payload_type(8).expect("PCMA"),
+        CodecSpec::from_rtpmap("opus", 48000, 2, 111, None).expect("opus"),
+    ]
+}
+
+/// A conference room fed arbitrary bytes as its participants' RTP, interleaved with ticks
+/// and membership changes: never panics, and everything it sends is RTP in the payload
+/// type of a participant who is in the room at that moment.
+///
+/// Input: one byte of room settings (bit 0 moderated, bit 1 no join/leave tones, bits 2-4
+/// PCMU/PCMA/Opus participant is a speaker, bits 5-7 is muted), then records of
+/// `[control, length, length bytes of packet]`. Control bits 0-1 pick the participant
+/// (3: an id not in the room); bit 2 rewrites the first 12 bytes into a plain RTP header
+/// with the participant's payload type (so arbitrary payloads reach the decoders); bits
+/// 3-4: ticks after the packet; bit 5 toggles the participant's mute; bit 6 makes them
+/// leave and join again; bit 7 lets a second pass before the packet (jitter buffer gaps,
+/// RTP timeouts).
+pub fn mixer_packet(data: &[u8]) {
+    use std::time::{Duration, Instant};
+    use switchboard_media::mixer::{Mixer, MixerConfig, ParticipantConfig, TICK};
+    use switchboard_media::rtp::RtpPacket;
+
+    let Some((&room, mut rest)) = data.split_first() else {
+        return;
+    };
+    let mut config = MixerConfig {
+        moderated: room & 1 != 0,
+        rtp_timeout: Some(Duration::from_millis(500)),
+        ..MixerConfig::default()
+    };
+    if room & 2 != 0 {
+        config.join_tone = None;
+        config.leave_tone = None;
+    }
+    let codecs = mixer_codecs();
+    let participant = |i: usize| ParticipantConfig {
+        codec: codecs[i].clone(),
+        ssrc: 0x5000 + i as u32,
+        speaker: room & (4 << i) != 0,
+        muted: room & (0x20 << i) != 0,
+        send: true,
+    };
+    let mut mixer = Mixer::new(config);
+    let mut now = Instant::now();
+    let mut present = [true; 3];
+    for i in 0..3 {
+        mixer
+            .add_participant(i as u64 + 1, participant(i), now)
+            .expect("a fresh room takes each codec");
+    }
+    let drain = |mixer: &mut Mixer, present: &[bool; 3]| {
+        while let Some(t) = mixer.poll_transmit() {
+            let i = (t.participant as usize)
+                .checked_sub(1)
+                .filter(|i| *i < 3 && present[*i])
+                .unwrap_or_else(|| {
+                    panic!("a packet for participant {} not in the room", t.participant)
+                });
+            let packet = RtpPacket::parse(&t.data)
+                .unwrap_or_else(|e| panic!("the mixer sent unparsable RTP ({e:?})"));
+            assert_eq!(packet.payload_type(), codecs[i].payload_type);
+            assert!(!packet.payload().is_empty());
+        }
+        while mixer.poll_event().is_some() {}
+    };
+    while let [control, len, tail @ ..] = rest {
+        let len = usize::from(*len).min(tail.len());
+        let (packet, next) = tail.split_at(len);
+        rest = next;
+        let target = usize::from(control & 3);
+        let id = target as u64 + 1;
+        if control & 0x80 != 0 {
+            now += Duration::from_secs(1);
+        }
+        if target < 3 {
+            if control & 0x20 != 0 && present[target] {
+                let muted = mixer.is_muted(id).expect("present");
+                mixer.set_muted(id, !muted).expect("present");
+            }
+            if control & 0x40 != 0 {
+                if present[target] {
+                    mixer.remove_participant(id).expect("present");
+                    present[target] = false;
+                } else {
+                    mixer
+                        .add_participant(id, participant(target), now)
+                        .expect("absent");
+                    present[target] = true;
+                }
+            }
+        }
+        let mut packet = packet.to_vec();
+        if control & 4 != 0 && packet.len() >= 12 {
+            packet[0] = 0x80;
+            packet[1] = (packet[1] & 0x80) | codecs[target.min(2)].payload_type;
+        }
+        mixer.handle_packet(id, &packet, now);
+        drain(&mut mixer, &present);
+        for _ in 0..(control >> 3) & 3 {
+            now += TICK;
+            mixer.tick(now);
+            drain(&mut mixer, &present);
+        }
+    }
+    // One more step mixes whatever the last packets left in the jitter buffers.
+    now += TICK;
+    mixer.tick(now);
+    drain(&mut mixer, &present);
+    let stats = mixer.stats();
+    assert!(stats.packets_ignored <= stats.packets_in, "{stats:?}");
+}

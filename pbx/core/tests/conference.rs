@@ -575,7 +575,7 @@ fn a_lost_ack_is_sent_again_for_the_retransmitted_2xx() {
     assert_eq!(net.phone(ids[2]).count(Method::Bye), 0);
     assert!(joins(&net)
         .iter()
-        .any(|j| j.1 == id && j.2 == CodecKind::Pcma && j.3 == false));
+        .any(|j| j.1 == id && j.2 == CodecKind::Pcma && !j.3));
 }
 
 #[test]

@@ -7,8 +7,17 @@ use std::collections::BTreeSet;
 
 use switchboard_dialplan::{route_with_digits, Action, Dialplan, Known, RouteRequest, MAX_DEPTH};
 
-/// Requests routed through every plan that loads: (context, trunk, caller, called, digits).
-const REQUESTS: &[(Option<&str>, Option<&str>, &str, &str, Option<&str>)] = &[
+/// One request to route: (context, trunk, caller, called, menu digits).
+type Call = (
+    Option<&'static str>,
+    Option<&'static str>,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+);
+
+/// Requests routed through every plan that loads.
+const REQUESTS: &[Call] = &[
     (None, None, "101", "102", None),
     (None, None, "101", "0", None),
     (None, None, "101", "0039055123456", None),

@@ -355,3 +355,88 @@ fn the_api_calls_bob_out_from_the_room_and_he_hears_alice() {
         );
     }
 }
+
+/// An ad hoc conference from a live call (the API's `POST /calls/{id}/conference`): alice
+/// and bob talk, the call is moved into a room (each phone is re-INVITEd toward the room's
+/// ports), carol dials the room and hears both of them. (baresip's decoded dump stops at
+/// the first re-INVITE, so what alice and bob hear is judged by carol, who joined fresh.)
+#[test]
+fn a_live_call_becomes_a_conference_that_a_third_party_joins() {
+    if !peer_available("baresip") {
+        return;
+    }
+    let server = Server::start(
+        ServerOptions::default()
+            .user(alice())
+            .user(bob())
+            .user(carol())
+            .serve_arg("--conference-rooms")
+            .serve_arg("800-809")
+            .env("SWITCHBOARD_API_TOKEN", TOKEN)
+            .env("SWITCHBOARD_LOG", "info"),
+    );
+    let api = Api::new(server.http, TOKEN);
+    let carol_dir = server.run_dir("dumps-carol");
+    let phone = |user: &User, mode, tone, dir: Option<PathBuf>| {
+        let mut p = Baresip::start_with(
+            &server,
+            user,
+            mode,
+            &PhoneOptions {
+                audio_codecs: "pcmu".into(),
+                tone_hz: tone,
+                snd_path: dir,
+            },
+        );
+        p.wait_registered();
+        p
+    };
+    let mut a = phone(&alice(), AnswerMode::Manual, 440, None);
+    let mut b = phone(&bob(), AnswerMode::Auto, 1000, None);
+    let mut c = phone(&carol(), AnswerMode::Manual, 700, Some(carol_dir.clone()));
+    a.dial(&format!("sip:102@{}", server.sip));
+    b.wait_event("CALL_ESTABLISHED", SETUP_DEADLINE);
+    a.wait_event("CALL_ESTABLISHED", SETUP_DEADLINE);
+    let call = wait_until(SETUP_DEADLINE, "the answered call", || {
+        let v = api.expect(200, "GET", "/calls", None);
+        v["calls"].as_array()?.first()?["call"].as_u64()
+    });
+    let reply = api.expect(202, "POST", &format!("/calls/{call}/conference"), None);
+    assert_eq!(reply["room"], "800", "{reply}");
+    server.wait_metric("switchboard_conference_participants", 2.0, SETUP_DEADLINE);
+    server.wait_metric("switchboard_active_calls", 0.0, SETUP_DEADLINE);
+    c.dial(&format!("sip:800@{}", server.sip));
+    c.wait_event("CALL_ESTABLISHED", SETUP_DEADLINE);
+    server.wait_metric("switchboard_conference_participants", 3.0, SETUP_DEADLINE);
+    let rate = wait_until(SETUP_DEADLINE, "carol's decoded dump", || {
+        dump_byte_rate(&carol_dir)
+    });
+    let start = dump_len(&carol_dir) + rate / 2;
+    let grown = wait_until_or(Duration::from_secs(15), || {
+        dump_len(&carol_dir) >= start + 3 * rate
+    });
+    let end = dump_len(&carol_dir);
+    c.hangup();
+    c.wait_event("CALL_CLOSED", SETUP_DEADLINE);
+    a.hangup();
+    a.wait_event("CALL_CLOSED", SETUP_DEADLINE);
+    b.hangup();
+    b.wait_event("CALL_CLOSED", SETUP_DEADLINE);
+    server.wait_metric("switchboard_conference_rooms", 0.0, SETUP_DEADLINE);
+    assert!(
+        grown,
+        "carol's dump did not grow; server log:\n{}",
+        server.log()
+    );
+    let tones = [440, 1000, 700];
+    let levels = levels_in(&carol_dir, start, end, &tones);
+    eprintln!("carol: levels {levels:?} dB at {tones:?} Hz");
+    assert!(
+        levels[0] > -40.0 && levels[1] > -40.0,
+        "carol should hear alice (440 Hz) and bob (1000 Hz), moved from their call: {levels:?}"
+    );
+    assert!(
+        levels[0].min(levels[1]) - levels[2] > 25.0,
+        "carol hears her own tone: {levels:?}"
+    );
+}

@@ -73,6 +73,8 @@ pub(crate) enum ClientRole {
     Ring(usize),
     /// A re-INVITE of our own (see `features`).
     OwnReinvite(Box<crate::features::OwnReinvite>),
+    /// A re-INVITE moving a party into a conference room (see `conference`).
+    ToRoom(Box<crate::conference::ToRoom>),
 }
 
 /// What a server transaction is for.
@@ -1064,6 +1066,12 @@ impl Engine {
                 }
                 self.on_own_reinvite_response(key, *r, resp, now);
             }
+            ClientRole::ToRoom(r) => {
+                if resp.is_final() {
+                    self.client_roles.remove(&id);
+                    self.on_to_room_response(key, *r, Some(resp), now);
+                }
+            }
         }
     }
 
@@ -1118,6 +1126,10 @@ impl Engine {
                 let mut resp = Response::new(408, "Request Timeout");
                 resp.headers = switchboard_sip::Headers::new();
                 self.on_own_reinvite_response(key, *r, resp, now);
+            }
+            ClientRole::ToRoom(r) => {
+                self.client_roles.remove(&id);
+                self.on_to_room_response(key, *r, None, now);
             }
         }
     }

@@ -320,9 +320,7 @@ impl Engine {
                 target,
                 auto_answer,
             } => self.command_room_add(room, &target, auto_answer, now),
-            Command::RoomFromCall { .. } => Err(CommandError::NotImplemented(
-                "conference rooms: from a call",
-            )),
+            Command::RoomFromCall { call, room } => self.command_room_from_call(call, room, now),
         }
     }
 }

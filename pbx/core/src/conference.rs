@@ -1437,6 +1437,347 @@ impl Engine {
     }
 }
 
+/// A party of a two-party call being moved into a room by a re-INVITE (ad hoc
+/// conference from a live call).
+#[derive(Debug, Clone)]
+pub(crate) struct ToRoom {
+    pub(crate) room: String,
+    pub(crate) side: usize,
+    pub(crate) pair: PortPair,
+    pub(crate) offer: SessionDescription,
+    pub(crate) origin: (String, u64),
+    pub(crate) cseq: u32,
+}
+
+/// Ad hoc conferences: both parties of a live call re-INVITEd into a room.
+impl Engine {
+    /// `RoomFromCall`: move both parties of `call` into `room` (or the first empty room).
+    pub(crate) fn command_room_from_call(
+        &mut self,
+        call: u64,
+        room: Option<String>,
+        now: Instant,
+    ) -> Result<CommandReply, CommandError> {
+        let Some(conference) = self.conference.as_ref() else {
+            return Err(CommandError::Unavailable(
+                "no conference rooms are configured ([conference] rooms)".into(),
+            ));
+        };
+        let room = match room {
+            Some(r) if conference.config.is_room(&r) => r,
+            Some(r) => return Err(CommandError::NoSuchRoom(r)),
+            None => conference
+                .config
+                .rooms
+                .iter()
+                .flat_map(|r| r.first..=r.last)
+                .map(|n| n.to_string())
+                .find(|n| !conference.rooms.contains_key(n))
+                .ok_or_else(|| {
+                    CommandError::Unavailable("every conference room is in use".into())
+                })?,
+        };
+        self.check_movable(call)?;
+        let mut moving = Vec::new();
+        for side in 0..2 {
+            match self.reinvite_into_room(call, side, &room, now) {
+                Ok(()) => moving.push(side),
+                Err(e) => {
+                    tracing::warn!(call, side, error = %e, "cannot move a party into the room");
+                    if moving.is_empty() {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        tracing::info!(call, %room, "moving the call into a conference room");
+        Ok(CommandReply::Room {
+            room,
+            participant: None,
+        })
+    }
+
+    fn check_movable(&self, call: u64) -> Result<(), CommandError> {
+        let c = self
+            .calls
+            .get(&call)
+            .filter(|c| c.is_live())
+            .ok_or(CommandError::NoSuchCall(call))?;
+        if c.state == crate::call::CallState::Ringing {
+            return Err(CommandError::Conflict(format!(
+                "call {call} is not answered yet"
+            )));
+        }
+        if c.media.is_none() {
+            return Err(CommandError::Unavailable(
+                "conference rooms need media anchoring".into(),
+            ));
+        }
+        if c.ring.is_some() || c.parked.is_some() || c.own_reinvite || c.reinvite_in_progress {
+            return Err(CommandError::Conflict(format!(
+                "call {call} is busy with another change"
+            )));
+        }
+        if !(c.a_present && c.winner.is_some()) {
+            return Err(CommandError::Conflict(format!(
+                "call {call} does not have two parties"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sends the re-INVITE that points one party's audio at a new room port pair.
+    fn reinvite_into_room(
+        &mut self,
+        call: u64,
+        side: usize,
+        room: &str,
+        now: Instant,
+    ) -> Result<(), CommandError> {
+        let Some(media) = self.media.as_ref() else {
+            return Err(CommandError::Unavailable("no media".into()));
+        };
+        let caps = Capabilities {
+            telephone_event: false,
+            ..media.caps.clone()
+        };
+        let address = media.config.advertise.clone();
+        let origin = self
+            .media_next_origin(call, side)
+            .ok_or(CommandError::NoSuchCall(call))?;
+        let Some(pair) = self.media.as_mut().and_then(|m| m.pool.allocate()) else {
+            return Err(CommandError::Unavailable("no media ports available".into()));
+        };
+        let offer = initial_offer(
+            &caps,
+            Origin {
+                username: "switchboard".into(),
+                session_id: origin.0.clone(),
+                session_version: origin.1,
+                net_type: "IN".into(),
+                addr_type: if address.contains(':') { "IP6" } else { "IP4" }.into(),
+                address: address.clone(),
+            },
+            &address,
+            pair.rtp,
+        );
+        let local = self.config.local.clone();
+        let Some(d) = self.side_dialog(call, side) else {
+            if let Some(m) = self.media.as_mut() {
+                m.pool.release(pair);
+            }
+            return Err(CommandError::Conflict("a party is gone".into()));
+        };
+        let mut invite = d.request(Method::Invite, &local, &new_branch());
+        let cseq = d.local_cseq;
+        let target = d.target;
+        invite.headers.push(HeaderName::Allow, ALLOW);
+        invite.set_body(offer.to_bytes(), Some("application/sdp"));
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.own_reinvite = true;
+        }
+        let Some(tx) = self.send_request(invite, target, now) else {
+            if let Some(m) = self.media.as_mut() {
+                m.pool.release(pair);
+            }
+            return Err(CommandError::Unavailable(
+                "cannot send the re-INVITE".into(),
+            ));
+        };
+        self.client_roles.insert(
+            tx,
+            (
+                call,
+                crate::call::ClientRole::ToRoom(Box::new(ToRoom {
+                    room: room.to_string(),
+                    side,
+                    pair,
+                    offer,
+                    origin,
+                    cseq,
+                })),
+            ),
+        );
+        Ok(())
+    }
+
+    /// The answer to a re-INVITE into a room (`None`: it timed out).
+    pub(crate) fn on_to_room_response(
+        &mut self,
+        call: u64,
+        to: ToRoom,
+        resp: Option<Response>,
+        now: Instant,
+    ) {
+        if resp.as_ref().is_some_and(|r| r.status < 200) {
+            return;
+        }
+        let local = self.config.local.clone();
+        let release = |engine: &mut Engine| {
+            if let Some(m) = engine.media.as_mut() {
+                m.pool.release(to.pair);
+            }
+        };
+        let Some(resp) = resp.filter(|r| r.is_success()) else {
+            // The party refused (or never answered): it stays in the call.
+            tracing::info!(
+                call,
+                side = to.side,
+                "a party refused the move into the room"
+            );
+            release(self);
+            self.finish_move_step(call, now);
+            return;
+        };
+        let Some(d) = self.side_dialog(call, to.side) else {
+            release(self);
+            return;
+        };
+        d.refresh_target(resp.headers.get(&HeaderName::Contact));
+        let ack = d.ack(to.cseq, &local, &new_branch());
+        let target = d.target;
+        self.send_direct(ack.to_bytes(), target);
+        let media = match call_out_media(&to.offer, &resp) {
+            Ok(m) => m,
+            Err(_) => {
+                tracing::info!(
+                    call,
+                    side = to.side,
+                    "no usable audio in the room answer; the party stays"
+                );
+                release(self);
+                self.finish_move_step(call, now);
+                return;
+            }
+        };
+        let user = if to.side == 0 {
+            self.calls.get(&call).map(|c| c.caller.clone())
+        } else {
+            self.calls.get(&call).map(|c| c.callee.clone())
+        }
+        .unwrap_or_default();
+        let Some(dialog) = self.side_dialog(call, to.side).cloned() else {
+            release(self);
+            return;
+        };
+        // Out of the call: its dialog now belongs to the room.
+        self.detach_side(call, to.side);
+        let participant = self.new_call_id();
+        self.join_room(
+            participant,
+            &to.room,
+            user,
+            dialog,
+            to.pair,
+            media,
+            to.origin,
+        );
+        self.events.push_back(EngineEvent::History {
+            call,
+            event: crate::engine::CallHistory::MovedToRoom {
+                party: crate::features::party_of(to.side),
+                room: to.room.clone(),
+            },
+        });
+        self.finish_move_step(call, now);
+    }
+
+    /// After each party's answer: when nobody is left in the call, it ends (both are in
+    /// the room); when one party refused, it stays alone with its call until it hangs up.
+    fn finish_move_step(&mut self, call: u64, now: Instant) {
+        let pending = self
+            .client_roles
+            .values()
+            .any(|(k, r)| *k == call && matches!(r, crate::call::ClientRole::ToRoom(_)));
+        if pending {
+            return;
+        }
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.own_reinvite = false;
+        }
+        let empty = self
+            .calls
+            .get(&call)
+            .is_some_and(|c| !c.a_present && c.winner.is_none());
+        if empty {
+            self.end_established(call, now);
+        } else {
+            // A party that stayed behind has nobody to talk to: hang it up.
+            let alone = self
+                .calls
+                .get(&call)
+                .is_some_and(|c| !(c.a_present && c.winner.is_some()));
+            if alone {
+                self.hang_up_both(call, now);
+            }
+        }
+    }
+
+    /// Adds a participant whose dialog already exists (a call-out that answered, a party
+    /// moved from a call) to a room, opening the room's mixer for its first participant.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn join_room(
+        &mut self,
+        participant: u64,
+        room: &str,
+        user: String,
+        dialog: Dialog,
+        pair: PortPair,
+        mut media: ParticipantMedia,
+        origin: (String, u64),
+    ) {
+        let Some(conference) = self.conference.as_mut() else {
+            return;
+        };
+        let (moderated, tones) = (
+            conference.config.is_moderated(room),
+            conference.config.tones,
+        );
+        media.speaker = moderated && conference.config.speakers.contains(&user);
+        let new_room = !conference.rooms.contains_key(room);
+        conference
+            .rooms
+            .entry(room.to_string())
+            .or_default()
+            .push(participant);
+        conference.dialogs.insert(
+            (dialog.call_id.clone(), dialog.local_tag.clone()),
+            participant,
+        );
+        conference.participants.insert(
+            participant,
+            Participant {
+                room: room.to_string(),
+                user: user.clone(),
+                dialog,
+                pair,
+                media: media.clone(),
+                origin,
+                awaiting_ack: None,
+            },
+        );
+        tracing::info!(%room, participant, %user, "joined the conference room");
+        if new_room {
+            let rtp_timeout = self
+                .media
+                .as_ref()
+                .map_or(std::time::Duration::from_secs(60), |m| m.config.rtp_timeout);
+            self.events.push_back(EngineEvent::Room(RoomCommand::Open {
+                room: room.to_string(),
+                moderated,
+                tones,
+                rtp_timeout,
+            }));
+        }
+        self.events.push_back(EngineEvent::Room(RoomCommand::Join {
+            room: room.to_string(),
+            participant,
+            pair,
+            media,
+        }));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

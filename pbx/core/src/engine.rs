@@ -169,6 +169,11 @@ pub enum CallHistory {
     },
     RecordingStarted,
     RecordingStopped,
+    /// `party` left the call for a conference room (an ad hoc conference).
+    MovedToRoom {
+        party: crate::command::Party,
+        room: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -267,6 +267,14 @@ impl Engine {
         }
     }
 
+    /// Takes the party off `side` for good (it moved elsewhere): its dialog is no longer
+    /// this call's.
+    pub(crate) fn detach_side(&mut self, key: u64, side: usize) {
+        if let Some(d) = self.take_side(key, side) {
+            self.unmap_dialog(key, &(d.call_id, d.local_tag));
+        }
+    }
+
     /// Takes the party off `side`: its dialog is returned (still mapped to the call so
     /// its late requests are answered, see `released`).
     fn take_side(&mut self, key: u64, side: usize) -> Option<Dialog> {

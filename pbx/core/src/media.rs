@@ -469,6 +469,15 @@ impl Engine {
         ))
     }
 
+    /// The origin of the next description toward `side` (its version bumped, RFC 3264
+    /// §8): a re-INVITE in that party's dialog.
+    pub(crate) fn media_next_origin(&mut self, call: u64, side: usize) -> Option<(String, u64)> {
+        let m = self.calls.get_mut(&call)?.media.as_mut()?;
+        let o = m.origin_mut(side);
+        o.1 += 1;
+        Some(o.clone())
+    }
+
     /// Adopts `origin` as the description origin toward `side` (the dialog that moved in).
     pub(crate) fn media_set_origin(&mut self, call: u64, side: usize, origin: (String, u64)) {
         if let Some(m) = self.calls.get_mut(&call).and_then(|c| c.media.as_mut()) {

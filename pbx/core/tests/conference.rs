@@ -751,3 +751,71 @@ fn kick_and_shutdown_cancel_ringing_call_outs() {
     assert!(net.engine.is_idle());
     assert!(rooms(&mut net).is_empty());
 }
+
+/// An ad hoc conference from a live call: both parties are re-INVITEd toward room ports,
+/// leave the call and become participants; the call ends; BYE from one leaves the room.
+#[test]
+fn a_live_call_becomes_a_conference_and_a_third_party_dials_in() {
+    let mut net = net();
+    let [p1, p2, p3] = phones(&mut net);
+    // 101 calls 102, who answers.
+    let invite = net.phone(p1).invite("102");
+    let a_id = invite.call_id().unwrap().to_string();
+    let tx = net.send_authenticated(p1, invite);
+    let (id, inv) = net.phone(p2).last_request(Method::Invite);
+    let b_id = inv.call_id().unwrap().to_string();
+    net.respond(p2, id.unwrap(), 200, Some(support::SDP_ANSWER));
+    assert_eq!(net.phone(p1).final_response(tx).unwrap().status, 200);
+    let now = net.now;
+    let CommandReply::Calls(calls) = net.engine.handle_command(Command::ListCalls, now).unwrap()
+    else {
+        panic!()
+    };
+    let call = calls[0].call;
+    // Not a room number: 404; then into the first free room.
+    assert!(matches!(
+        net.command(Command::RoomFromCall {
+            call,
+            room: Some("123".into())
+        }),
+        Err(CommandError::NoSuchRoom(_))
+    ));
+    let reply = net
+        .command(Command::RoomFromCall { call, room: None })
+        .unwrap();
+    assert_eq!(
+        reply,
+        CommandReply::Room {
+            room: "800".into(),
+            participant: None
+        }
+    );
+    // Each party gets a re-INVITE in its own dialog, with our offer.
+    for (p, dialog) in [(p1, &a_id), (p2, &b_id)] {
+        let reinvites: Vec<Request> = net
+            .phone(p)
+            .requests(Method::Invite)
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| r.call_id().unwrap() == dialog && r.to().unwrap().tag().is_some())
+            .collect();
+        assert_eq!(reinvites.len(), 1, "{}", net.wire_log());
+        let (id, _) = net.phone(p).last_request(Method::Invite);
+        net.respond(p, id.unwrap(), 200, Some(support::SDP_ANSWER));
+    }
+    assert_eq!(joins(&net).len(), 2, "{:?}", room_events(&net));
+    assert_eq!(net.engine.stats().active_calls, 0, "the call is over");
+    let listing = rooms(&mut net);
+    assert_eq!(listing.len(), 1);
+    assert_eq!(listing[0].0, "800");
+    assert_eq!(listing[0].1.len(), 2);
+    // A third party dials the room.
+    let (_, ok) = dial(&mut net, p3, "800", PCMA_OFFER);
+    assert_eq!(ok.status, 200);
+    assert_eq!(rooms(&mut net)[0].1.len(), 3);
+    // 102 hangs up in its original dialog: it leaves the room (not 481).
+    let bye = net.phone(p2).in_dialog(&b_id, Method::Bye);
+    let bye_tx = net.send(p2, bye);
+    assert_eq!(net.phone(p2).statuses(bye_tx), vec![200]);
+    assert_eq!(rooms(&mut net)[0].1.len(), 2);
+}

@@ -180,6 +180,10 @@ pub fn history_fields(h: &CallHistory) -> (&'static str, Value) {
         }
         CallHistory::RecordingStarted => ("recording_started", json!({})),
         CallHistory::RecordingStopped => ("recording_stopped", json!({})),
+        CallHistory::MovedToRoom { party, room } => (
+            "moved_to_room",
+            json!({"party": party.as_str(), "room": room}),
+        ),
         // A step added to the engine later still reaches the log, if only as text.
         other => ("other", json!({"debug": format!("{other:?}")})),
     }

@@ -1,0 +1,95 @@
+//! A fixed-size latency histogram: linear 50 µs buckets up to 250 ms plus an overflow
+//! bucket and the exact maximum. Recording never allocates (it is on the per-packet path).
+
+use std::time::Duration;
+
+const BUCKET_US: u64 = 50;
+const BUCKETS: usize = 5000;
+
+pub struct Histogram {
+    counts: Box<[u64; BUCKETS + 1]>,
+    total: u64,
+    max_us: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: Box::new([0; BUCKETS + 1]),
+            total: 0,
+            max_us: 0,
+        }
+    }
+}
+
+impl Histogram {
+    pub fn record(&mut self, d: Duration) {
+        self.record_us(d.as_micros() as u64);
+    }
+
+    pub fn record_us(&mut self, us: u64) {
+        let b = ((us / BUCKET_US) as usize).min(BUCKETS);
+        self.counts[b] += 1;
+        self.total += 1;
+        self.max_us = self.max_us.max(us);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    pub fn max_us(&self) -> u64 {
+        self.max_us
+    }
+
+    /// The upper edge of the bucket holding quantile `q` (0..=1), in µs; the exact
+    /// maximum for the overflow bucket; 0 when empty.
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let want = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return if i == BUCKETS {
+                    self.max_us
+                } else {
+                    ((i as u64 + 1) * BUCKET_US).min(self.max_us)
+                };
+            }
+        }
+        self.max_us
+    }
+
+    /// `p50=… p99=… p999=… max=…` in milliseconds with three decimals.
+    pub fn summary_ms(&self) -> String {
+        let ms = |us: u64| us as f64 / 1000.0;
+        format!(
+            "p50={:.3} p99={:.3} p999={:.3} max={:.3}",
+            ms(self.quantile_us(0.5)),
+            ms(self.quantile_us(0.99)),
+            ms(self.quantile_us(0.999)),
+            ms(self.max_us)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_bucket_edges() {
+        let mut h = Histogram::default();
+        for us in [10, 20, 30, 20_000, 20_010, 21_000, 400_000] {
+            h.record_us(us);
+        }
+        assert_eq!(h.count(), 7);
+        assert_eq!(h.quantile_us(0.0), 50);
+        assert_eq!(h.quantile_us(0.5), 20_050);
+        assert_eq!(h.quantile_us(1.0), 400_000);
+        assert_eq!(h.max_us(), 400_000);
+    }
+}

@@ -1,0 +1,349 @@
+//! RTP for the load generator: the 20 ms G.711 tone every call sends, the packet writer
+//! (into a caller-owned buffer: nothing here allocates per packet) and the receive-side
+//! statistics per call (loss by sequence, RFC 3550 jitter, late packets, echo round trips).
+
+use std::time::Instant;
+
+use crate::hist::Histogram;
+
+pub const HEADER_LEN: usize = 12;
+/// Samples (= payload bytes for G.711) in one 20 ms packet at 8 kHz.
+pub const SAMPLES: usize = 160;
+pub const PACKET_LEN: usize = HEADER_LEN + SAMPLES;
+pub const PTIME: std::time::Duration = std::time::Duration::from_millis(20);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Codec {
+    Pcmu,
+    Pcma,
+}
+
+impl Codec {
+    pub fn payload_type(self) -> u8 {
+        match self {
+            Codec::Pcmu => 0,
+            Codec::Pcma => 8,
+        }
+    }
+
+    pub fn rtpmap(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU/8000",
+            Codec::Pcma => "PCMA/8000",
+        }
+    }
+}
+
+/// 440 Hz at 8 kHz repeats every 200 samples (11 periods); 20 ms packets of 160 samples
+/// therefore cycle through five distinct payloads, encoded once here.
+pub struct Tone {
+    payloads: [[u8; SAMPLES]; 5],
+}
+
+impl Tone {
+    pub fn new(codec: Codec, freq_hz: f64, amplitude: i16) -> Tone {
+        let mut payloads = [[0u8; SAMPLES]; 5];
+        for (p, payload) in payloads.iter_mut().enumerate() {
+            let pcm: Vec<i16> = (0..SAMPLES)
+                .map(|i| {
+                    let n = (p * SAMPLES + i) as f64;
+                    (f64::from(amplitude)
+                        * (2.0 * std::f64::consts::PI * freq_hz * n / 8000.0).sin())
+                        as i16
+                })
+                .collect();
+            let enc = match codec {
+                Codec::Pcmu => switchboard_media::g711::encode_ulaw(&pcm),
+                Codec::Pcma => switchboard_media::g711::encode_alaw(&pcm),
+            };
+            payload.copy_from_slice(&enc);
+        }
+        Tone { payloads }
+    }
+
+    pub fn payload(&self, packet_index: u64) -> &[u8; SAMPLES] {
+        &self.payloads[(packet_index % 5) as usize]
+    }
+}
+
+/// One call's outgoing stream.
+pub struct Sender {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub timestamp: u32,
+    /// Packets sent so far (also the tone phase).
+    pub sent: u64,
+    phase: u64,
+}
+
+impl Sender {
+    pub fn new(ssrc: u32, seq: u16, timestamp: u32, phase: u64) -> Sender {
+        Sender {
+            ssrc,
+            seq,
+            timestamp,
+            sent: 0,
+            phase,
+        }
+    }
+
+    /// Writes the next packet into `buf` and advances the stream.
+    pub fn next_packet(&mut self, tone: &Tone, pt: u8, buf: &mut [u8; PACKET_LEN]) -> u16 {
+        let marker = if self.sent == 0 { 0x80 } else { 0 };
+        buf[0] = 0x80;
+        buf[1] = marker | (pt & 0x7f);
+        buf[2..4].copy_from_slice(&self.seq.to_be_bytes());
+        buf[4..8].copy_from_slice(&self.timestamp.to_be_bytes());
+        buf[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        buf[HEADER_LEN..].copy_from_slice(tone.payload(self.phase + self.sent));
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(SAMPLES as u32);
+        self.sent += 1;
+        seq
+    }
+}
+
+/// The fields of an RTP header the statistics need.
+pub struct Header {
+    pub seq: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+}
+
+pub fn parse_header(b: &[u8]) -> Option<Header> {
+    if b.len() < HEADER_LEN || b[0] >> 6 != 2 {
+        return None;
+    }
+    Some(Header {
+        seq: u16::from_be_bytes([b[2], b[3]]),
+        timestamp: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        ssrc: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+    })
+}
+
+const RTT_RING: usize = 128;
+
+/// Receive statistics of one call. Loss follows RFC 3550 A.3 (expected from the extended
+/// highest sequence number, per SSRC segment); jitter is RFC 3550 6.4.1 in timestamp units.
+pub struct Receiver {
+    ssrc: Option<u32>,
+    base_ext: i64,
+    max_ext: i64,
+    /// Packets expected in earlier SSRC segments (the sender changed its SSRC).
+    expected_before: u64,
+    pub received: u64,
+    pub ssrc_changes: u64,
+    jitter: f64,
+    last_transit: Option<i64>,
+    /// Packets that came more than one packet time plus the late bound after the previous
+    /// one (a hole in the 20 ms cadence). Not by transit: a mixer that skips a tick may
+    /// not advance its timestamps, which would make every later packet "late".
+    pub late: u64,
+    last_arrival: Option<Instant>,
+    // Echo round trips: send time of our own recent packets, by sequence number.
+    sent_at: [Option<Instant>; RTT_RING],
+    sent_seq: [u16; RTT_RING],
+}
+
+impl Default for Receiver {
+    fn default() -> Self {
+        Receiver {
+            ssrc: None,
+            base_ext: 0,
+            max_ext: 0,
+            expected_before: 0,
+            received: 0,
+            ssrc_changes: 0,
+            jitter: 0.0,
+            last_transit: None,
+            late: 0,
+            last_arrival: None,
+            sent_at: [None; RTT_RING],
+            sent_seq: [0; RTT_RING],
+        }
+    }
+}
+
+/// Where a receiver adds what all calls share.
+pub struct Shared<'a> {
+    pub epoch: Instant,
+    /// Inter-arrival time above which a packet counts as late (packet time + bound).
+    pub late_bound: std::time::Duration,
+    pub interarrival: &'a mut Histogram,
+    pub rtt: &'a mut Histogram,
+    pub own_ssrc: u32,
+}
+
+impl Receiver {
+    /// Notes that our packet `seq` left at `at` (for echo round trips).
+    pub fn note_sent(&mut self, seq: u16, at: Instant) {
+        let i = seq as usize % RTT_RING;
+        self.sent_at[i] = Some(at);
+        self.sent_seq[i] = seq;
+    }
+
+    pub fn handle_packet(&mut self, h: &Header, now: Instant, shared: &mut Shared<'_>) {
+        if h.ssrc == shared.own_ssrc {
+            // Our own packet back (an echo): round trip by sequence number.
+            let i = h.seq as usize % RTT_RING;
+            if self.sent_seq[i] == h.seq {
+                if let Some(t) = self.sent_at[i].take() {
+                    shared.rtt.record(now.saturating_duration_since(t));
+                }
+            }
+        }
+        if self.ssrc != Some(h.ssrc) {
+            if self.ssrc.is_some() {
+                self.ssrc_changes += 1;
+                self.expected_before += self.segment_expected();
+            }
+            self.ssrc = Some(h.ssrc);
+            self.base_ext = i64::from(h.seq);
+            self.max_ext = i64::from(h.seq);
+            self.last_transit = None;
+        } else {
+            let delta = i64::from(h.seq.wrapping_sub(self.max_ext as u16) as i16);
+            if delta > 0 {
+                self.max_ext += delta;
+            }
+        }
+        self.received += 1;
+        let arrival_ts =
+            (now.saturating_duration_since(shared.epoch).as_micros() as i64) * 8 / 1000;
+        let transit = arrival_ts - i64::from(h.timestamp);
+        if let Some(last) = self.last_transit {
+            // Timestamps wrap at 2^32: the difference of consecutive transits stays small.
+            let d = ((transit - last) as i32).unsigned_abs() as f64;
+            self.jitter += (d - self.jitter) / 16.0;
+        }
+        self.last_transit = Some(transit);
+        if let Some(prev) = self.last_arrival {
+            let gap = now.saturating_duration_since(prev);
+            shared.interarrival.record(gap);
+            if gap > shared.late_bound {
+                self.late += 1;
+            }
+        }
+        self.last_arrival = Some(now);
+    }
+
+    fn segment_expected(&self) -> u64 {
+        if self.ssrc.is_none() {
+            0
+        } else {
+            (self.max_ext - self.base_ext + 1).max(0) as u64
+        }
+    }
+
+    pub fn expected(&self) -> u64 {
+        self.expected_before + self.segment_expected()
+    }
+
+    /// Expected minus received, never below zero (duplicates can make it negative).
+    pub fn lost(&self) -> u64 {
+        self.expected().saturating_sub(self.received)
+    }
+
+    pub fn jitter_ms(&self) -> f64 {
+        self.jitter / 8.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn shared<'a>(epoch: Instant, ia: &'a mut Histogram, rtt: &'a mut Histogram) -> Shared<'a> {
+        Shared {
+            epoch,
+            late_bound: Duration::from_millis(40),
+            interarrival: ia,
+            rtt,
+            own_ssrc: 7,
+        }
+    }
+
+    #[test]
+    fn loss_counts_gaps_across_wrap() {
+        let epoch = Instant::now();
+        let (mut ia, mut rtt) = (Histogram::default(), Histogram::default());
+        let mut sh = shared(epoch, &mut ia, &mut rtt);
+        let mut r = Receiver::default();
+        // 65534, 65535, (0 lost), 1, 2
+        for (k, seq) in [65534u16, 65535, 1, 2].into_iter().enumerate() {
+            let h = Header {
+                seq,
+                timestamp: 160 * k as u32,
+                ssrc: 9,
+            };
+            r.handle_packet(&h, epoch + PTIME * k as u32, &mut sh);
+        }
+        assert_eq!(r.expected(), 5);
+        assert_eq!(r.received, 4);
+        assert_eq!(r.lost(), 1);
+    }
+
+    #[test]
+    fn regular_stream_has_no_jitter_and_late_packets_are_counted() {
+        let epoch = Instant::now();
+        let (mut ia, mut rtt) = (Histogram::default(), Histogram::default());
+        let mut sh = shared(epoch, &mut ia, &mut rtt);
+        let mut r = Receiver::default();
+        for k in 0..10u32 {
+            let h = Header {
+                seq: k as u16,
+                timestamp: 160 * k,
+                ssrc: 9,
+            };
+            r.handle_packet(&h, epoch + PTIME * k, &mut sh);
+        }
+        assert!(r.jitter_ms() < 0.01, "{}", r.jitter_ms());
+        assert_eq!(r.late, 0);
+        // Packet 10 arrives 30 ms late: 50 ms after packet 9, more than 20 + 20 ms.
+        let h = Header {
+            seq: 10,
+            timestamp: 1600,
+            ssrc: 9,
+        };
+        r.handle_packet(&h, epoch + PTIME * 10 + Duration::from_millis(30), &mut sh);
+        assert_eq!(r.late, 1);
+        assert!(r.jitter_ms() > 1.0);
+        assert_eq!(ia.count(), 10);
+    }
+
+    #[test]
+    fn echo_round_trip_by_sequence() {
+        let epoch = Instant::now();
+        let (mut ia, mut rtt) = (Histogram::default(), Histogram::default());
+        let mut r = Receiver::default();
+        r.note_sent(42, epoch);
+        {
+            let mut sh = shared(epoch, &mut ia, &mut rtt);
+            let h = Header {
+                seq: 42,
+                timestamp: 0,
+                ssrc: 7,
+            };
+            r.handle_packet(&h, epoch + Duration::from_micros(300), &mut sh);
+        }
+        assert_eq!(rtt.count(), 1);
+        assert_eq!(rtt.max_us(), 300);
+    }
+
+    #[test]
+    fn tone_is_not_silence_and_packets_advance() {
+        let tone = Tone::new(Codec::Pcmu, 440.0, 4000);
+        let silence = switchboard_media::g711::linear_to_ulaw(0);
+        assert!(tone.payload(0).iter().any(|&b| b != silence));
+        let mut s = Sender::new(1, 65535, 0, 0);
+        let mut buf = [0u8; PACKET_LEN];
+        assert_eq!(s.next_packet(&tone, 0, &mut buf), 65535);
+        assert_eq!(buf[1], 0x80);
+        assert_eq!(s.next_packet(&tone, 0, &mut buf), 0);
+        assert_eq!(buf[1], 0);
+        let h = parse_header(&buf).unwrap();
+        assert_eq!((h.seq, h.timestamp, h.ssrc), (0, 160, 1));
+    }
+}

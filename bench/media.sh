@@ -27,6 +27,18 @@
 # the callee (scenarios/uas_call_opus.xml) answers opus/48000/2 only and
 # echoes, so Switchboard decodes/encodes both ways; server CPU over TC_SECS.
 #
+# GEN=loadgen: the relayed runs use sb-loadgen (bench/loadgen) on both ends
+# instead of SIPp: `sb-loadgen answer` REGISTERs as uas from its own port,
+# answers every INVITE on a socket per call and echoes its RTP; `sb-loadgen
+# call` places the N calls (digest auth, PCMA, a 440 Hz tone every 20 ms on a
+# socket per call, one thread for all) and hangs each up MEDIA_SECS after its
+# 200. Every 50th packet is a latency probe (a marker in its payload, which
+# the relay forwards untouched while it rewrites the RTP header), so the
+# caller measures the round trip through the relay twice (caller -> relay ->
+# callee -> relay -> caller, plus the callee's turnaround; nothing subtracted)
+# and end-to-end loss by sequence. No rtp_probe.py in these runs. Transcoded
+# runs keep SIPp (the callee must answer Opus).
+#
 # usage: media.sh [switchboard|rtpengine|both]   (default both)
 # env: CALLS ("100 250 500"), MEDIA_SECS (30), RAMP_SECS (10), WINDOW_SECS (15),
 #      TRANSCODE ("1 20"), TC_SECS (20), RTP_RANGE (12000-14999: relay ports,
@@ -35,7 +47,8 @@
 #      TE=1 (callers offer and callees answer telephone-event/8000 as well:
 #      Switchboard then runs no in-band DTMF detection on the relayed legs),
 #      ECHO_BUF (bytes: -rtp_buffsize of the callee's echo socket; unset = the
-#      kernel default 208 KB, which overflows at ~500 calls), NO_BUILD=1,
+#      kernel default 208 KB, which overflows at ~500 calls), GEN (sipp|loadgen),
+#      NO_BUILD=1,
 #      LOAD_MAX (1.0), LOAD_WAIT (600), OUT
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd); ROOT=$(dirname "$HERE")
@@ -43,6 +56,7 @@ WHICH=${1:-both}
 CALLS=${CALLS:-100 250 500}; MEDIA_SECS=${MEDIA_SECS:-30}; RAMP_SECS=${RAMP_SECS:-10}
 WINDOW_SECS=${WINDOW_SECS:-15}; TRANSCODE=${TRANSCODE:-1 20}; TC_SECS=${TC_SECS:-20}
 RTP_RANGE=${RTP_RANGE:-12000-14999}; RTP_LO=${RTP_RANGE%-*}; RTP_HI=${RTP_RANGE#*-}
+GEN=${GEN:-sipp}; LOADGEN=$ROOT/target/release/sb-loadgen
 OUT=${OUT:-$HERE/results/media-$(date +%Y%m%d-%H%M%S)}; mkdir -p "$OUT"
 RESULTS=$OUT/common source "$HERE/common.sh"
 set +e
@@ -78,6 +92,8 @@ fi
 scen "$OUT/uac_tc.xml" 0 PCMU '[media_port]' "$OUT/pcmu20.pcap"
 scen "$OUT/uac_probe.xml" 8 PCMA '[probe_a]' none
 python3 "$TOOLS/gen_users.py" "$USERS" --csv "$OUT/users.csv"
+# the same users for sb-loadgen (user,password per line)
+awk -F';' 'NR > 1 { print $1 "," $2 }' "$OUT/users.csv" > "$OUT/lg_users.csv"
 
 # --- helpers -----------------------------------------------------------------
 sipp_bg() {  # sipp_bg LOGNAME sipp-args... -> BG_PID (SIPp -bg)
@@ -202,12 +218,79 @@ one_run() {
   sleep 4   # SIPp UAS timewait, rtpengine/Switchboard session teardown
 }
 
+# one_run_loadgen LABEL N: a relayed run with sb-loadgen on both ends (GEN=loadgen)
+one_run_loadgen() {
+  local label=$1 n=$2
+  local d=$OUT/$SIDE-$label; mkdir -p "$d"
+  wait_load
+  local load_before; load_before=$(cut -d' ' -f1 /proc/loadavg)
+  "$LOADGEN" answer --server "$TARGET" --listen "127.0.0.1:$UAS_PORT" --user uas --password uas \
+    --max-calls $(( n + 10 )) --duration $(( MEDIA_SECS + RAMP_SECS + 120 )) >"$d/answer.out" 2>"$d/answer.err" &
+  local ans_pid=$! i
+  PIDS+=("$ans_pid")
+  for i in $(seq 1 50); do grep -q '^READY\|^REGISTER_FAILED' "$d/answer.out" && break; sleep 0.2; done
+  grep -q 'registered=uas' "$d/answer.out" || echo "# note: the answerer did not register: $(cat "$d/answer.out")"
+  sleep 0.5
+  local c0 c1 drops0 drops1 c0b c1b
+  read -r c0 c1 < <(relay_counts)
+  drops0=$(udp_rcvbuf_errors)
+  local rate; rate=$(awk -v n="$n" -v r="$RAMP_SECS" 'BEGIN{x = n / r; if (x < 1) x = 1; printf "%g", x}')
+  "$LOADGEN" call --server "$TARGET" --calls "$n" --rate "$rate" --hold "$MEDIA_SECS" --to uas \
+    --users-file "$OUT/lg_users.csv" --codec pcma --probe-every 50 --label "$SIDE-$label" \
+    >"$d/loadgen.out" 2>"$d/loadgen.err" &
+  local lg_pid=$!
+  sleep $(( RAMP_SECS + 2 ))
+  local r0 k0 a0 u0 r1 k1 a1 u1 w0 w1 all0 all1 sess
+  r0=$(ticks $RELAY_PID); k0=$( [ -n "$SIP_PID" ] && ticks $SIP_PID || echo 0)
+  a0=$(ticks "$lg_pid"); u0=$(ticks "$ans_pid")
+  all0=$(awk '/^cpu /{print $2+$3+$4+$7+$8; exit}' /proc/stat)
+  w0=$(date +%s.%N)
+  [ "${PERF:-0}" = 1 ] && { perf record -q -e cpu-clock -g -p "$(echo $RELAY_PID | tr ' ' ,)" -o "$d/perf.data" \
+      -- sleep "$WINDOW_SECS" >"$d/perf.log" 2>&1 & }
+  sleep "$WINDOW_SECS"
+  r1=$(ticks $RELAY_PID); k1=$( [ -n "$SIP_PID" ] && ticks $SIP_PID || echo 0)
+  a1=$(ticks "$lg_pid"); u1=$(ticks "$ans_pid")
+  all1=$(awk '/^cpu /{print $2+$3+$4+$7+$8; exit}' /proc/stat)
+  w1=$(date +%s.%N)
+  sess=$(cur_sessions)
+  local sockdrops; sockdrops=$(relay_drops $RELAY_PID)
+  local wall; wall=$(awk -v a="$w0" -v b="$w1" 'BEGIN{printf "%.2f", b - a}')
+  wait "$lg_pid"
+  sleep 2
+  read -r c0b c1b < <(relay_counts)
+  drops1=$(udp_rcvbuf_errors)
+  kill -TERM "$ans_pid" 2>/dev/null; wait "$ans_pid" 2>/dev/null
+  local lg ans; lg=$(grep '^SUMMARY' "$d/loadgen.out" | tail -1); ans=$(grep '^SUMMARY' "$d/answer.out" | tail -1)
+  local ok failed sent echoed e2e rtt50 rtt99
+  ok=$(field established "$lg"); failed=$(field failed "$lg"); sent=$(field rtp_sent "$lg")
+  echoed=$(field rtp_echoed "$ans"); e2e=$(field loss_pct "$lg")
+  rtt50=$(echo "$lg" | sed -n 's/.*echo_rtt_ms p50=\([0-9.]*\).*/\1/p'); rtt99=$(echo "$lg" | sed -n 's/.*echo_rtt_ms p50=[0-9.]* p99=\([0-9.]*\).*/\1/p')
+  local relay_cpu sip_cpu uac_cpu uas_cpu machine_cpu
+  relay_cpu=$(cpu_pct $((r1 - r0)) "$wall"); sip_cpu=$(cpu_pct $((k1 - k0)) "$wall")
+  uac_cpu=$(cpu_pct $((a1 - a0)) "$wall"); uas_cpu=$(cpu_pct $((u1 - u0)) "$wall")
+  machine_cpu=$(cpu_pct $((all1 - all0)) "$wall")
+  # What the relay had to forward: every packet the caller sent plus every echo.
+  local expected=$(( ${sent:-0} + ${echoed:-0} ))
+  local rin=$(( ${c0b:-0} - ${c0:-0} )) rout=$(( ${c1b:-0} - ${c1:-0} ))
+  local loss; loss=$(awk -v e="$expected" -v o="$rout" 'BEGIN{ if (e > 0) printf "%.4f", 100 * (e - o) / e; else print "na" }')
+  local per100; per100=$(awk -v c="$relay_cpu" -v n="$n" 'BEGIN{printf "%.1f", c * 100 / n}')
+  local percall; percall=$(awk -v c="$relay_cpu" -v n="$n" 'BEGIN{printf "%.2f", c / n}')
+  local pps; pps=$(awk -v o="$rout" -v s="$MEDIA_SECS" 'BEGIN{printf "%.0f", o / s}')
+  local us50 us99
+  us50=$(awk -v m="${rtt50:-0}" 'BEGIN{printf "%.0f", m * 1000}'); us99=$(awk -v m="${rtt99:-0}" 'BEGIN{printf "%.0f", m * 1000}')
+  LINE="$SIDE $label calls=$n ok=$ok failed=$failed sessions_in_window=$sess wall_s=$wall cpu_relay=${relay_cpu}% cpu_relay_per_100_calls=${per100}% cpu_relay_per_call=${percall}% cpu_sip=${sip_cpu}% cpu_uac=${uac_cpu}% cpu_uas=${uas_cpu}% cpu_machine=${machine_cpu}% relayed_in=$rin relayed_out=$rout expected=$expected loss_pct=$loss pps_relayed=$pps relay_sock_drops=${sockdrops% *} relay_sockets=${sockdrops#* } udp_drops_all=$((drops1 - drops0)) gen=loadgen load_before=$load_before e2e_loss_pct=$e2e relayed_rtt_p50_us=$us50 relayed_rtt_p99_us=$us99"
+  echo "$LINE" | tee -a "$OUT/lines.log"
+  echo "  loadgen: $lg" | tee -a "$OUT/lines-loadgen.log"
+  echo "  answer: $ans" | tee -a "$OUT/lines-loadgen.log"
+  sleep 4   # session teardown
+}
+
 # --- Switchboard ---------------------------------------------------------------
 run_switchboard() {
   SIDE=switchboard
   read -r UAS_PORT PUAS_PORT < <(free_ports 2)   # callee contacts: the same for every run
   if [ "${NO_BUILD:-0}" != 1 ]; then
-    (cd "$ROOT" && nice -n 19 cargo build --release 2>&1 | tail -1) || die "build failed"
+    (cd "$ROOT" && nice -n 19 cargo build --release -p switchboard -p switchboard-loadgen 2>&1 | tail -1) || die "build failed"
   fi
   local bin=$ROOT/target/release/switchboard
   echo "# $("$bin" --version) commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- . ':!bench' || echo ' +uncommitted changes')" | tee -a "$OUT/header.txt"
@@ -215,7 +298,8 @@ run_switchboard() {
   TARGET=$SB_SIP; RELAY_PID=$SB_PID; SIP_PID=""
   local n
   for n in $CALLS; do
-    one_run "relay-$n" "$n" "$LOAD_UAS" "$OUT/uac_load.xml" 1 $(( RAMP_SECS + 2 )) "$WINDOW_SECS"
+    if [ "$GEN" = loadgen ]; then one_run_loadgen "relay-$n" "$n"
+    else one_run "relay-$n" "$n" "$LOAD_UAS" "$OUT/uac_load.xml" 1 $(( RAMP_SECS + 2 )) "$WINDOW_SECS"; fi
   done
   for n in $TRANSCODE; do
     local r=$(( n < 10 ? n : 10 ))
@@ -242,14 +326,15 @@ run_rtpengine() {
   TARGET=127.0.0.1:$kport
   local n
   for n in $CALLS; do
-    one_run "relay-$n" "$n" "$LOAD_UAS" "$OUT/uac_load.xml" 1 $(( RAMP_SECS + 2 )) "$WINDOW_SECS"
+    if [ "$GEN" = loadgen ]; then one_run_loadgen "relay-$n" "$n"
+    else one_run "relay-$n" "$n" "$LOAD_UAS" "$OUT/uac_load.xml" 1 $(( RAMP_SECS + 2 )) "$WINDOW_SECS"; fi
   done
   stop_pid "$SIP_PID"; stop_pid "$RELAY_PID"
 }
 
 {
 echo "# media $(date -u +%Y-%m-%dT%H:%MZ) host=$(hostname) cpus=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "# kernel $(uname -r); $(sipp -v 2>/dev/null | grep -o 'SIPp v[0-9.]*' | head -1); TE=${TE:-0} ECHO_BUF=${ECHO_BUF:-default} CALLS=$CALLS MEDIA_SECS=$MEDIA_SECS RAMP_SECS=$RAMP_SECS WINDOW_SECS=$WINDOW_SECS TRANSCODE=$TRANSCODE TC_SECS=$TC_SECS ports=$RTP_RANGE"
+echo "# kernel $(uname -r); $(sipp -v 2>/dev/null | grep -o 'SIPp v[0-9.]*' | head -1); GEN=$GEN TE=${TE:-0} ECHO_BUF=${ECHO_BUF:-default} CALLS=$CALLS MEDIA_SECS=$MEDIA_SECS RAMP_SECS=$RAMP_SECS WINDOW_SECS=$WINDOW_SECS TRANSCODE=$TRANSCODE TC_SECS=$TC_SECS ports=$RTP_RANGE"
 } | tee "$OUT/header.txt"
 [ "$WHICH" != rtpengine ] && run_switchboard
 [ "$WHICH" != switchboard ] && run_rtpengine

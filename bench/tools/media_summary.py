@@ -20,7 +20,18 @@ def g(kv, k, default='na'):
 
 
 for (side, label), kv in runs.items():
-    if label.startswith('relay-'):
+    if label.startswith('relay-') and kv.get('gen') == 'loadgen':
+        # sb-loadgen on both ends: the round trip through the relay (two passes plus the
+        # callee's turnaround, nothing subtracted) and loss end to end by sequence.
+        print('SUMMARY media_%s gen=loadgen calls=%s ok=%s failed=%s cpu_relay=%s%% cpu_per_100_calls=%s%% '
+              'cpu_sip=%s%% pps_relayed=%s loss_pct=%s e2e_loss_pct=%s relay_sock_drops=%s '
+              'relayed_rtt_us p50=%s p99=%s cpu_loadgen_caller=%s%% cpu_loadgen_callee=%s%% cpu_machine=%s%%' % (
+                  side, g(kv, 'calls'), g(kv, 'ok'), g(kv, 'failed'), g(kv, 'cpu_relay'),
+                  g(kv, 'cpu_relay_per_100_calls'), g(kv, 'cpu_sip'), g(kv, 'pps_relayed'),
+                  g(kv, 'loss_pct'), g(kv, 'e2e_loss_pct'), g(kv, 'relay_sock_drops'),
+                  g(kv, 'relayed_rtt_p50_us'), g(kv, 'relayed_rtt_p99_us'), g(kv, 'cpu_uac'),
+                  g(kv, 'cpu_uas'), g(kv, 'cpu_machine')))
+    elif label.startswith('relay-'):
         print('SUMMARY media_%s calls=%s ok=%s failed=%s cpu_relay=%s%% cpu_per_100_calls=%s%% '
               'cpu_sip=%s%% pps_relayed=%s loss_pct=%s relay_sock_drops=%s '
               'added_per_pass_us p50=%s p99=%s added_rtt_us p50=%s p99=%s probe_back=%s/%s' % (

@@ -12,7 +12,7 @@ use anyhow::Context;
 use switchboard_sip::{Message, Method, Request};
 
 use crate::caller::{T1, T2};
-use crate::reactor::{cpu_time, raise_fd_limit, Reactor, TIMER};
+use crate::reactor::{cpu_time, raise_fd_limit, Reactor, STOP, TIMER};
 use crate::rtp::Codec;
 use crate::sip::{self, Dialog};
 
@@ -130,12 +130,16 @@ pub fn run(cfg: AnswerConfig) -> anyhow::Result<()> {
         let _ = std::io::stdout().flush();
     }
 
-    loop {
+    let mut stop = false;
+    while !stop {
         let n = reactor.wait()?;
         for e in 0..n {
             let token = reactor.events[e].data();
             if token == TIMER {
                 reactor.ack_timer();
+            } else if token == STOP {
+                reactor.ack_stop();
+                stop = true;
             } else if token == SIP_TOKEN {
                 loop {
                     match sip_sock.recv_from(&mut buf) {

@@ -20,7 +20,7 @@ use anyhow::Context;
 use switchboard_sip::{Message, Method, Request, Response};
 
 use crate::hist::Histogram;
-use crate::reactor::{cpu_time, raise_fd_limit, Reactor, TIMER};
+use crate::reactor::{cpu_time, raise_fd_limit, Reactor, STOP, TIMER};
 use crate::rtp::{self, Codec, Receiver, Sender, Tone, PACKET_LEN};
 use crate::sip::{self, Dialog};
 
@@ -49,6 +49,8 @@ pub struct CallConfig {
     pub max_time: Duration,
     pub progress: bool,
     pub label: String,
+    /// Every n-th packet of a call is a probe (0: none); see [`rtp::Sender::next_packet`].
+    pub probe_every: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,6 +236,7 @@ pub fn run(cfg: CallConfig) -> anyhow::Result<()> {
     let mut resolved_at: Option<Snapshot> = None;
     let mut first_hangup: Option<Snapshot> = None;
     let mut stopping = false;
+    let mut stop_requested = false;
     let late_bound = rtp::PTIME + cfg.late;
     let start_interval = Duration::from_secs_f64(1.0 / cfg.rate.max(0.001));
 
@@ -243,6 +246,9 @@ pub fn run(cfg: CallConfig) -> anyhow::Result<()> {
             let token = reactor.events[e].data();
             if token == TIMER {
                 reactor.ack_timer();
+            } else if token == STOP {
+                reactor.ack_stop();
+                stop_requested = true;
             } else if token == SIP_TOKEN {
                 loop {
                     match sip_sock.recv_from(&mut sip_buf) {
@@ -269,20 +275,18 @@ pub fn run(cfg: CallConfig) -> anyhow::Result<()> {
                 let c = &mut calls[idx];
                 // Level-triggered: one datagram per readiness (no EAGAIN round trip).
                 match c.rtp.recv(&mut rtp_buf) {
-                    Ok(len) => match rtp::parse_header(&rtp_buf[..len]) {
-                        Some(h) => {
-                            counters.rtp_received += 1;
-                            let mut shared = rtp::Shared {
-                                epoch,
-                                late_bound,
-                                interarrival: &mut stats.interarrival,
-                                rtt: &mut stats.rtt,
-                                own_ssrc: c.sender.ssrc,
-                            };
-                            c.receiver.handle_packet(&h, Instant::now(), &mut shared);
-                        }
-                        None => counters.rtp_bad += 1,
-                    },
+                    Ok(len) if rtp::parse_header(&rtp_buf[..len]).is_some() => {
+                        counters.rtp_received += 1;
+                        let mut shared = rtp::Shared {
+                            epoch,
+                            late_bound,
+                            interarrival: &mut stats.interarrival,
+                            rtt: &mut stats.rtt,
+                        };
+                        c.receiver
+                            .handle_packet(&rtp_buf[..len], Instant::now(), &mut shared);
+                    }
+                    Ok(_) => counters.rtp_bad += 1,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     // ICMP port unreachable on the connected socket, and the like.
                     Err(_) => counters.rtp_recv_errors += 1,
@@ -301,13 +305,16 @@ pub fn run(cfg: CallConfig) -> anyhow::Result<()> {
             let slot = (next_tick % SLOTS as u64) as usize;
             for &idx in &slots[slot] {
                 let c = &mut calls[idx];
-                let seq = c.sender.next_packet(&tone, pt, &mut packet);
+                let probe = cfg.probe_every > 0 && c.sender.sent % cfg.probe_every == 0;
+                let seq = c.sender.next_packet(&tone, pt, probe, &mut packet);
                 let t = Instant::now();
                 match c.rtp.send(&packet) {
                     Ok(_) => counters.rtp_sent += 1,
                     Err(_) => counters.rtp_send_errors += 1,
                 }
-                c.receiver.note_sent(seq, t);
+                if probe {
+                    c.receiver.note_sent(seq, t);
+                }
                 stats.send_lag.record(t.saturating_duration_since(due));
             }
             next_tick += 1;
@@ -324,7 +331,8 @@ pub fn run(cfg: CallConfig) -> anyhow::Result<()> {
 
         if now >= next_scan {
             next_scan = now + SIP_SCAN;
-            if !stopping && now.saturating_duration_since(epoch) >= cfg.max_time {
+            if !stopping && (stop_requested || now.saturating_duration_since(epoch) >= cfg.max_time)
+            {
                 stopping = true;
                 for c in calls.iter_mut() {
                     match c.phase {

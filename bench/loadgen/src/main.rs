@@ -88,8 +88,8 @@ struct CallArgs {
     /// Seconds to wait for a final response to an INVITE (Timer B).
     #[arg(long, default_value_t = 32.0)]
     setup_timeout: f64,
-    /// Hard limit on the run (default: calls/rate + hold + 60 s); calls still up then
-    /// are hung up.
+    /// Hard limit on the run (default: calls/rate + hold + 60 s); calls still up then, or
+    /// at SIGTERM/SIGINT, are hung up.
     #[arg(long)]
     max_time: Option<f64>,
     /// A progress line on stderr every second.
@@ -98,6 +98,11 @@ struct CallArgs {
     /// A label for the SUMMARY line.
     #[arg(long, default_value = "")]
     label: String,
+    /// Make every n-th packet of each call a latency probe (0: none): its first payload
+    /// bytes carry a marker and its sequence number, so an echo through a relay that
+    /// rewrites RTP headers gives a round trip. Leave 0 where the payload is mixed.
+    #[arg(long, default_value_t = 0)]
+    probe_every: u64,
 }
 
 #[derive(clap::Args)]
@@ -118,7 +123,7 @@ struct AnswerArgs {
     /// RTP sockets bound in advance = the most concurrent calls.
     #[arg(long, default_value_t = 1000)]
     max_calls: usize,
-    /// Stop after this many seconds.
+    /// Stop after this many seconds (or at SIGTERM/SIGINT), then print the SUMMARY.
     #[arg(long, default_value_t = 300.0)]
     duration: f64,
     #[arg(long)]
@@ -183,6 +188,7 @@ fn main() -> anyhow::Result<()> {
                 max_time: Duration::from_secs_f64(a.max_time.unwrap_or(ramp + a.hold + 60.0)),
                 progress: a.progress,
                 label: a.label,
+                probe_every: a.probe_every,
             })
         }
         Mode::Answer(a) => {

@@ -6,15 +6,20 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
 /// Token of the timer in events.
 pub const TIMER: u64 = u64::MAX;
+/// Token of SIGTERM/SIGINT (a signalfd: the workspace forbids the unsafe of a handler).
+pub const STOP: u64 = u64::MAX - 2;
 
 pub struct Reactor {
     epoll: Epoll,
     timer: TimerFd,
+    signals: SignalFd,
     pub events: Vec<EpollEvent>,
 }
 
@@ -29,9 +34,17 @@ impl Reactor {
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )?;
         epoll.add(&timer, EpollEvent::new(EpollFlags::EPOLLIN, TIMER))?;
+        // SIGTERM/SIGINT become readable events: the run ends cleanly (BYEs, SUMMARY).
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGTERM);
+        mask.add(Signal::SIGINT);
+        mask.thread_block()?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        epoll.add(&signals, EpollEvent::new(EpollFlags::EPOLLIN, STOP))?;
         Ok(Reactor {
             epoll,
             timer,
+            signals,
             events: vec![EpollEvent::empty(); 1024],
         })
     }
@@ -64,6 +77,11 @@ impl Reactor {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Consumes a pending stop signal (call when the STOP token was ready).
+    pub fn ack_stop(&self) {
+        let _ = self.signals.read_signal();
     }
 
     /// Consumes the timer's expirations (call when the TIMER token was ready).

@@ -87,8 +87,17 @@ impl Sender {
         }
     }
 
-    /// Writes the next packet into `buf` and advances the stream.
-    pub fn next_packet(&mut self, tone: &Tone, pt: u8, buf: &mut [u8; PACKET_LEN]) -> u16 {
+    /// Writes the next packet into `buf` and advances the stream. A `probe` packet carries
+    /// [`PROBE_MAGIC`] and its sequence number in its first payload bytes, so that its
+    /// echo is recognised through a relay that rewrites SSRC, sequence and timestamp but
+    /// forwards the payload untouched.
+    pub fn next_packet(
+        &mut self,
+        tone: &Tone,
+        pt: u8,
+        probe: bool,
+        buf: &mut [u8; PACKET_LEN],
+    ) -> u16 {
         let marker = if self.sent == 0 { 0x80 } else { 0 };
         buf[0] = 0x80;
         buf[1] = marker | (pt & 0x7f);
@@ -96,6 +105,10 @@ impl Sender {
         buf[4..8].copy_from_slice(&self.timestamp.to_be_bytes());
         buf[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
         buf[HEADER_LEN..].copy_from_slice(tone.payload(self.phase + self.sent));
+        if probe {
+            buf[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&PROBE_MAGIC);
+            buf[HEADER_LEN + 4..HEADER_LEN + 6].copy_from_slice(&self.seq.to_be_bytes());
+        }
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
         self.timestamp = self.timestamp.wrapping_add(SAMPLES as u32);
@@ -123,6 +136,8 @@ pub fn parse_header(b: &[u8]) -> Option<Header> {
 }
 
 const RTT_RING: usize = 128;
+/// First payload bytes of a probe packet (then its sequence number, 2 bytes).
+pub const PROBE_MAGIC: [u8; 4] = [0x53, 0x42, 0x4c, 0x47];
 
 /// Receive statistics of one call. Loss follows RFC 3550 A.3 (expected from the extended
 /// highest sequence number, per SSRC segment); jitter is RFC 3550 6.4.1 in timestamp units.
@@ -172,7 +187,6 @@ pub struct Shared<'a> {
     pub late_bound: std::time::Duration,
     pub interarrival: &'a mut Histogram,
     pub rtt: &'a mut Histogram,
-    pub own_ssrc: u32,
 }
 
 impl Receiver {
@@ -183,11 +197,17 @@ impl Receiver {
         self.sent_seq[i] = seq;
     }
 
-    pub fn handle_packet(&mut self, h: &Header, now: Instant, shared: &mut Shared<'_>) {
-        if h.ssrc == shared.own_ssrc {
-            // Our own packet back (an echo): round trip by sequence number.
-            let i = h.seq as usize % RTT_RING;
-            if self.sent_seq[i] == h.seq {
+    /// `packet` is the whole datagram (header included).
+    pub fn handle_packet(&mut self, packet: &[u8], now: Instant, shared: &mut Shared<'_>) {
+        let Some(h) = parse_header(packet) else {
+            return;
+        };
+        let payload = &packet[HEADER_LEN..];
+        if payload.len() >= 6 && payload[..4] == PROBE_MAGIC {
+            // One of our probes back (an echo): round trip by our sequence number.
+            let seq = u16::from_be_bytes([payload[4], payload[5]]);
+            let i = seq as usize % RTT_RING;
+            if self.sent_seq[i] == seq {
                 if let Some(t) = self.sent_at[i].take() {
                     shared.rtt.record(now.saturating_duration_since(t));
                 }
@@ -255,13 +275,19 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn bytes(seq: u16, timestamp: u32, ssrc: u32) -> [u8; PACKET_LEN] {
+        let mut s = Sender::new(ssrc, seq, timestamp, 0);
+        let mut b = [0u8; PACKET_LEN];
+        s.next_packet(&Tone::new(Codec::Pcmu, 440.0, 1000), 0, false, &mut b);
+        b
+    }
+
     fn shared<'a>(epoch: Instant, ia: &'a mut Histogram, rtt: &'a mut Histogram) -> Shared<'a> {
         Shared {
             epoch,
             late_bound: Duration::from_millis(40),
             interarrival: ia,
             rtt,
-            own_ssrc: 7,
         }
     }
 
@@ -273,12 +299,8 @@ mod tests {
         let mut r = Receiver::default();
         // 65534, 65535, (0 lost), 1, 2
         for (k, seq) in [65534u16, 65535, 1, 2].into_iter().enumerate() {
-            let h = Header {
-                seq,
-                timestamp: 160 * k as u32,
-                ssrc: 9,
-            };
-            r.handle_packet(&h, epoch + PTIME * k as u32, &mut sh);
+            let p = bytes(seq, 160 * k as u32, 9);
+            r.handle_packet(&p, epoch + PTIME * k as u32, &mut sh);
         }
         assert_eq!(r.expected(), 5);
         assert_eq!(r.received, 4);
@@ -292,41 +314,36 @@ mod tests {
         let mut sh = shared(epoch, &mut ia, &mut rtt);
         let mut r = Receiver::default();
         for k in 0..10u32 {
-            let h = Header {
-                seq: k as u16,
-                timestamp: 160 * k,
-                ssrc: 9,
-            };
-            r.handle_packet(&h, epoch + PTIME * k, &mut sh);
+            r.handle_packet(&bytes(k as u16, 160 * k, 9), epoch + PTIME * k, &mut sh);
         }
         assert!(r.jitter_ms() < 0.01, "{}", r.jitter_ms());
         assert_eq!(r.late, 0);
         // Packet 10 arrives 30 ms late: 50 ms after packet 9, more than 20 + 20 ms.
-        let h = Header {
-            seq: 10,
-            timestamp: 1600,
-            ssrc: 9,
-        };
-        r.handle_packet(&h, epoch + PTIME * 10 + Duration::from_millis(30), &mut sh);
+        let at = epoch + PTIME * 10 + Duration::from_millis(30);
+        r.handle_packet(&bytes(10, 1600, 9), at, &mut sh);
         assert_eq!(r.late, 1);
         assert!(r.jitter_ms() > 1.0);
         assert_eq!(ia.count(), 10);
     }
 
     #[test]
-    fn echo_round_trip_by_sequence() {
+    fn probe_round_trip_survives_header_rewrites() {
         let epoch = Instant::now();
         let (mut ia, mut rtt) = (Histogram::default(), Histogram::default());
+        let tone = Tone::new(Codec::Pcma, 440.0, 4000);
+        let mut s = Sender::new(7, 42, 0, 0);
         let mut r = Receiver::default();
-        r.note_sent(42, epoch);
+        let mut b = [0u8; PACKET_LEN];
+        let seq = s.next_packet(&tone, 8, true, &mut b);
+        r.note_sent(seq, epoch);
+        // A relay rewrites SSRC, sequence and timestamp; the payload passes untouched.
+        b[2..12].copy_from_slice(&[0, 1, 0, 0, 0, 2, 0, 0, 0, 3]);
         {
             let mut sh = shared(epoch, &mut ia, &mut rtt);
-            let h = Header {
-                seq: 42,
-                timestamp: 0,
-                ssrc: 7,
-            };
-            r.handle_packet(&h, epoch + Duration::from_micros(300), &mut sh);
+            r.handle_packet(&b, epoch + Duration::from_micros(300), &mut sh);
+            // A packet that is no probe adds no sample.
+            let plain = bytes(42, 0, 7);
+            r.handle_packet(&plain, epoch + Duration::from_micros(400), &mut sh);
         }
         assert_eq!(rtt.count(), 1);
         assert_eq!(rtt.max_us(), 300);
@@ -339,9 +356,9 @@ mod tests {
         assert!(tone.payload(0).iter().any(|&b| b != silence));
         let mut s = Sender::new(1, 65535, 0, 0);
         let mut buf = [0u8; PACKET_LEN];
-        assert_eq!(s.next_packet(&tone, 0, &mut buf), 65535);
+        assert_eq!(s.next_packet(&tone, 0, false, &mut buf), 65535);
         assert_eq!(buf[1], 0x80);
-        assert_eq!(s.next_packet(&tone, 0, &mut buf), 0);
+        assert_eq!(s.next_packet(&tone, 0, false, &mut buf), 0);
         assert_eq!(buf[1], 0);
         let h = parse_header(&buf).unwrap();
         assert_eq!((h.seq, h.timestamp, h.ssrc), (0, 160, 1));

@@ -114,16 +114,18 @@ PY
   m0=$(sb_metric switchboard_conference_deadline_misses_total); t0=$(sb_metric switchboard_conference_ticks_total)
   k0=$(ticks "$SB_PID"); a0=$( [ -n "$uac_sipp" ] && ticks "$uac_sipp" || echo 0)
   all0=$(awk '/^cpu /{print $2+$3+$4+$7+$8; exit}' /proc/stat); drops0=$(udp_rcvbuf_errors)
+  steal0=$(awk '/^cpu /{print $9; exit}' /proc/stat)
   w0=$(date +%s.%N)
   sleep "$WINDOW_SECS"
   w1=$(date +%s.%N)
   m1=$(sb_metric switchboard_conference_deadline_misses_total); t1=$(sb_metric switchboard_conference_ticks_total)
   k1=$(ticks "$SB_PID"); a1=$( [ -n "$uac_sipp" ] && ticks "$uac_sipp" || echo 0)
   all1=$(awk '/^cpu /{print $2+$3+$4+$7+$8; exit}' /proc/stat); drops1=$(udp_rcvbuf_errors)
+  steal1=$(awk '/^cpu /{print $9; exit}' /proc/stat)
   mixed_end=$(sb_metric switchboard_conference_participants)
   wall=$(awk -v a="$w0" -v b="$w1" 'BEGIN{printf "%.2f", b - a}')
   server_cpu=$(cpu_pct $((k1 - k0)) "$wall"); sipp_cpu=$(cpu_pct $((a1 - a0)) "$wall")
-  machine_cpu=$(cpu_pct $((all1 - all0)) "$wall")
+  machine_cpu=$(cpu_pct $((all1 - all0)) "$wall"); steal_cpu=$(cpu_pct $((steal1 - steal0)) "$wall")
   misses=$(( ${m1:-0} - ${m0:-0} )); ticks_w=$(( ${t1:-0} - ${t0:-0} ))
   per_core=$(awk -v n="$mixed_end" -v c="$server_cpu" 'BEGIN{ if (c > 0) printf "%.0f", n * 100 / c; else print "na" }')
   if [ "$GEN" = sipp ]; then
@@ -137,7 +139,7 @@ PY
     gen_line=" | loadgen: $(echo "$s" | sed -e 's/^SUMMARY loadgen label=[^ ]* //')"
   fi
   stop_pid "$SB_PID"
-  LINE="rooms=$rooms participants=$n mixed=$mixed_end window_s=$wall ticks=$ticks_w deadline_misses=$misses cpu_server=${server_cpu}% participants_per_core=$per_core cpu_${GEN}=${sipp_cpu}% cpu_machine=${machine_cpu}% udp_drops=$((drops1 - drops0)) load_before=$load_before$gen_line"
+  LINE="rooms=$rooms participants=$n mixed=$mixed_end window_s=$wall ticks=$ticks_w deadline_misses=$misses cpu_server=${server_cpu}% participants_per_core=$per_core cpu_${GEN}=${sipp_cpu}% cpu_machine=${machine_cpu}% cpu_steal=${steal_cpu}% udp_drops=$((drops1 - drops0)) load_before=$load_before$gen_line"
   echo "$LINE" | tee -a "$OUT/summary.txt"
   if [ "${KEEP_GOING:-0}" != 1 ] && { [ "$misses" -gt 0 ] || [ "${mixed_end:-0}" -lt "$n" ]; }; then
     echo "# stopping: deadlines missed or participants not all mixed at $rooms rooms"

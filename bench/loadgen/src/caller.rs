@@ -237,6 +237,7 @@ pub fn run(cfg: CallConfig) -> anyhow::Result<()> {
     let mut first_hangup: Option<Snapshot> = None;
     let mut stopping = false;
     let mut stop_requested = false;
+    let mut lag_max_second = Duration::ZERO;
     let late_bound = rtp::PTIME + cfg.late;
     let start_interval = Duration::from_secs_f64(1.0 / cfg.rate.max(0.001));
 
@@ -315,7 +316,9 @@ pub fn run(cfg: CallConfig) -> anyhow::Result<()> {
                 if probe {
                     c.receiver.note_sent(seq, t);
                 }
-                stats.send_lag.record(t.saturating_duration_since(due));
+                let lag = t.saturating_duration_since(due);
+                stats.send_lag.record(lag);
+                lag_max_second = lag_max_second.max(lag);
             }
             next_tick += 1;
         }
@@ -400,7 +403,7 @@ pub fn run(cfg: CallConfig) -> anyhow::Result<()> {
                 }
             }
             if resolved_at.is_none()
-                && next_start == calls.len()
+                && (next_start == calls.len() || stopping)
                 && calls
                     .iter()
                     .all(|c| !matches!(c.phase, Phase::NotStarted | Phase::Inviting))
@@ -415,7 +418,7 @@ pub fn run(cfg: CallConfig) -> anyhow::Result<()> {
             if calls
                 .iter()
                 .all(|c| matches!(c.phase, Phase::Done | Phase::Failed(_)))
-                && next_start == calls.len()
+                && (next_start == calls.len() || stopping)
             {
                 break;
             }
@@ -432,12 +435,14 @@ pub fn run(cfg: CallConfig) -> anyhow::Result<()> {
                 .filter(|c| matches!(c.phase, Phase::Failed(_)))
                 .count();
             eprintln!(
-                "t={:.0}s established_now={up} failed={failed} rtp_sent={} rtp_received={} cpu_s={:.2}",
+                "t={:.0}s established_now={up} failed={failed} rtp_sent={} rtp_received={} cpu_s={:.2} send_lag_max_ms={:.1}",
                 now.saturating_duration_since(epoch).as_secs_f64(),
                 counters.rtp_sent,
                 counters.rtp_received,
-                (cpu_time() - cpu0).as_secs_f64()
+                (cpu_time() - cpu0).as_secs_f64(),
+                lag_max_second.as_secs_f64() * 1000.0
             );
+            lag_max_second = Duration::ZERO;
         }
     }
 

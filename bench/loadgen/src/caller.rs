@@ -156,14 +156,15 @@ pub fn run(cfg: CallConfig) -> anyhow::Result<()> {
         reactor.add(&rtp, i as u64)?;
         let credential = i % cfg.credentials.len();
         let user = &cfg.credentials[credential].0;
-        let to = if cfg.group_size > 0 {
-            let base: u64 = cfg
-                .to
-                .parse()
-                .context("--to must be a number with --group-size")?;
-            (base + (i / cfg.group_size) as u64).to_string()
-        } else {
-            cfg.to.clone()
+        let to = match i.checked_div(cfg.group_size) {
+            Some(group) => {
+                let base: u64 = cfg
+                    .to
+                    .parse()
+                    .context("--to must be a number with --group-size")?;
+                (base + group as u64).to_string()
+            }
+            None => cfg.to.clone(),
         };
         let dialog = Dialog {
             call_id: format!("lg{i}-{run_id:08x}@{}", cfg.local_ip),
@@ -348,8 +349,7 @@ pub fn run(cfg: CallConfig) -> anyhow::Result<()> {
                     }
                 }
             }
-            for idx in 0..calls.len() {
-                let c = &mut calls[idx];
+            for (idx, c) in calls.iter_mut().enumerate() {
                 match c.phase {
                     Phase::Inviting | Phase::Ending => {
                         if now >= c.give_up_at {

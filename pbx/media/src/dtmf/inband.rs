@@ -106,6 +106,10 @@ pub struct InbandDetector {
     position: u64,
     candidate: Option<(char, u64, u32)>,
     held: Option<Held>,
+    /// Bounds of the difference-to-signal energy ratio a DTMF block can have (see
+    /// `classify`), with a margin.
+    min_diff_ratio: f32,
+    max_diff_ratio: f32,
 }
 
 impl InbandDetector {
@@ -126,6 +130,8 @@ impl InbandDetector {
             position: 0,
             candidate: None,
             held: None,
+            min_diff_ratio: diff_ratio_bounds(rate).0,
+            max_diff_ratio: diff_ratio_bounds(rate).1,
         }
     }
 
@@ -225,6 +231,22 @@ impl InbandDetector {
         if first.min(second) < MIN_HALF_RATIO * first.max(second) {
             return None;
         }
+        // Where the energy sits, from the first difference: for a sine at f, the
+        // difference has 4·sin²(πf/rate) times its energy. A block that can pass the
+        // checks below has >= 70 % of its energy in a row and a column tone within the
+        // twist limits, which puts that ratio between 0.26 and 2.02 at 8 kHz (the rest,
+        // <= 30 %, may lie anywhere in 0..4). Speech, whose energy is mostly below
+        // 600 Hz, falls under it and skips the Goertzel filters: they were a quarter of
+        // the relay's CPU on forwarded G.711 legs. The bounds scale with the rate.
+        let diff: f32 = self
+            .block
+            .windows(2)
+            .map(|w| (w[1] - w[0]) * (w[1] - w[0]))
+            .sum();
+        let ratio = diff / energy;
+        if ratio < self.min_diff_ratio || ratio > self.max_diff_ratio {
+            return None;
+        }
         // The eight fundamentals in one pass over the block; the second harmonics are
         // needed only for the winning row and column (checked last, below).
         let mut power = [0.0f32; 8];
@@ -258,6 +280,28 @@ impl InbandDetector {
         }
         Some(KEYS[r][c])
     }
+}
+
+/// The first-difference energy ratio of a sine at `hz` sampled at `rate`.
+fn diff_ratio(hz: f32, rate: u32) -> f32 {
+    let s = (PI * hz / rate as f32).sin();
+    4.0 * s * s
+}
+
+/// The band of difference ratios a block that `classify` could accept lies in: at least
+/// 70 % of its energy in a row and a column tone whose powers are within the twist limits,
+/// the rest anywhere from 0 to the ratio's maximum of 4. Widened by a margin for the
+/// cross terms of a finite block.
+fn diff_ratio_bounds(rate: u32) -> (f32, f32) {
+    let (row_lo, row_hi) = (diff_ratio(ROWS[0], rate), diff_ratio(ROWS[3], rate));
+    let (col_lo, col_hi) = (diff_ratio(COLS[0], rate), diff_ratio(COLS[3], rate));
+    // Lowest: the lowest row with the weakest allowed column (row 8 dB stronger).
+    let tones_lo = (row_lo + col_lo / NORMAL_TWIST) / (1.0 + 1.0 / NORMAL_TWIST);
+    // Highest: the highest column 4 dB stronger than the highest row.
+    let tones_hi = (row_hi + col_hi * REVERSE_TWIST) / (1.0 + REVERSE_TWIST);
+    let lo = MIN_TONE_SHARE * tones_lo;
+    let hi = MIN_TONE_SHARE * tones_hi + (1.0 - MIN_TONE_SHARE) * 4.0;
+    (lo * 0.6, hi * 1.25)
 }
 
 fn argmax(values: &[f32]) -> (usize, &f32) {
@@ -299,6 +343,29 @@ fn goertzel(block: &[f32], coeff: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_digit_lies_in_the_difference_ratio_band_and_a_low_tone_does_not() {
+        for rate in [8000, 16000, 48000] {
+            let (lo, hi) = diff_ratio_bounds(rate);
+            for d in ['1', '3', 'A', '*', '0', 'D', '7', '9'] {
+                let f = generate_digit(rate, d, 40, -10.0);
+                let x: Vec<f32> = f.samples.iter().map(|&s| f32::from(s) / 32768.0).collect();
+                let e: f32 = x.iter().map(|v| v * v).sum();
+                let dd: f32 = x.windows(2).map(|w| (w[1] - w[0]).powi(2)).sum();
+                let r = dd / e;
+                assert!(lo < r && r < hi, "{d} at {rate}: {r} not in {lo}..{hi}");
+            }
+            // A 300 Hz voice-like tone is below the band: it skips the filters.
+            let n = rate as usize / 10;
+            let x: Vec<f32> = (0..n)
+                .map(|i| (2.0 * PI * 300.0 * i as f32 / rate as f32).sin())
+                .collect();
+            let e: f32 = x.iter().map(|v| v * v).sum();
+            let dd: f32 = x.windows(2).map(|w| (w[1] - w[0]).powi(2)).sum();
+            assert!(dd / e < lo, "300 Hz at {rate}: {} >= {lo}", dd / e);
+        }
+    }
 
     #[test]
     fn generator_levels_and_length() {

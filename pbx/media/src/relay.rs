@@ -719,8 +719,23 @@ impl MediaSession {
             PacketKind::Rtp => &mut state.latched_rtp,
             PacketKind::Rtcp => &mut state.latched_rtcp,
         };
+        // The address the peer's SDP gave: a latch made before it was heard from (the
+        // previous party's trailing packets after a transfer reconfigured the leg) yields
+        // to it.
+        let declared = state.config.as_ref().and_then(|c| match kind {
+            PacketKind::Rtp => c.remote_rtp,
+            PacketKind::Rtcp => c.remote_rtcp,
+        });
         match latch {
             Some(addr) if *addr == from => true,
+            Some(_) if declared == Some(from) => {
+                *latch = Some(from);
+                if kind == PacketKind::Rtp {
+                    self.events
+                        .push_back(MediaEvent::Latched { leg, addr: from });
+                }
+                true
+            }
             Some(_) => {
                 self.stats.unexpected_source += 1;
                 false
@@ -1394,6 +1409,55 @@ mod tests {
             t0,
         );
         assert_eq!(s.stats().malformed, 2);
+    }
+
+    #[test]
+    fn a_latch_on_a_stray_source_yields_to_the_address_the_sdp_gave() {
+        // After a transfer leg B is reconfigured toward the new party (10.0.0.7), but the
+        // old party's last packets (from 10.0.0.2) arrive first and take the latch.
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        s.configure_leg(Leg::B, leg("10.0.0.7:7000", 0, None), t0);
+        s.handle_packet(
+            Leg::B,
+            PacketKind::Rtp,
+            addr("10.0.0.2:5000"),
+            &rtp(0, 1, 0, 3),
+            t0,
+        );
+        while s.poll_transmit().is_some() {}
+        // The new party's own packets win the latch back.
+        s.handle_packet(
+            Leg::B,
+            PacketKind::Rtp,
+            addr("10.0.0.7:7000"),
+            &rtp(0, 1, 0, 9),
+            t0,
+        );
+        assert!(
+            s.poll_transmit().is_some(),
+            "the new party's audio is relayed"
+        );
+        // What A sends now goes to the new party.
+        s.handle_packet(
+            Leg::A,
+            PacketKind::Rtp,
+            addr("10.0.0.1:4000"),
+            &rtp(0, 5, 800, 1),
+            t0,
+        );
+        let t = s.poll_transmit().expect("relayed to B");
+        assert_eq!((t.leg, t.to), (Leg::B, addr("10.0.0.7:7000")));
+        // And the stray source is now the one refused.
+        s.handle_packet(
+            Leg::B,
+            PacketKind::Rtp,
+            addr("10.0.0.2:5000"),
+            &rtp(0, 2, 160, 3),
+            t0,
+        );
+        assert_eq!(s.poll_transmit(), None);
+        assert_eq!(s.stats().unexpected_source, 1);
     }
 
     #[test]

@@ -117,14 +117,9 @@ pub(crate) struct Branch {
     pub(crate) trunk: Option<Box<crate::trunk::TrunkBranch>>,
 }
 
-/// A branch about to be sent: its dialog, its INVITE, through a trunk what a retry needs,
-/// and the device's User-Agent (for auto-answer headers).
-type PlannedBranch = (
-    Dialog,
-    Request,
-    Option<Box<crate::trunk::TrunkBranch>>,
-    Option<String>,
-);
+/// A branch about to be sent: its dialog, its INVITE and, through a trunk, what a retry
+/// needs.
+type PlannedBranch = (Dialog, Request, Option<Box<crate::trunk::TrunkBranch>>);
 
 /// One INVITE of a dial step: a user's device, or a trunk (number, caller ID and name).
 pub(crate) enum Plan {
@@ -206,27 +201,29 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    /// A call Switchboard places itself (click-to-dial): both sides empty until the
-    /// user's device, then the target, answer (see `features`).
-    pub(crate) fn originated(
-        user: String,
-        target: String,
-        placeholder: Dialog,
+    /// A call in its first state, with nothing rung yet and no feature under way.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        caller: String,
+        callee: String,
+        state: CallState,
+        a: Dialog,
+        a_invite: Request,
         media: Option<crate::media::CallMedia>,
-        now: Instant,
+        deadline: Instant,
         unix: u64,
     ) -> Call {
         Call {
-            caller: user,
-            callee: target,
-            state: CallState::Established,
-            a: placeholder,
-            a_invite: Request::new(Method::Invite, Uri::sip(None, "invalid", None)),
+            caller,
+            callee,
+            state,
+            a,
+            a_invite,
             a_tx: None,
             a_invite_cseq: 0,
             branches: Vec::new(),
             winner: None,
-            deadline: now,
+            deadline,
             final_status: None,
             acks: Vec::new(),
             pending_ack: None,
@@ -238,7 +235,7 @@ impl Call {
             muted: [false, false],
             on_hold: [false, false],
             recording: false,
-            a_present: false,
+            a_present: true,
             released: Vec::new(),
             ring: None,
             parked: None,
@@ -249,6 +246,30 @@ impl Call {
             callee_offer: None,
             max_forwards: 70,
         }
+    }
+
+    /// A call Switchboard places itself (click-to-dial): both sides empty until the
+    /// user's device, then the target, answer (see `features`).
+    pub(crate) fn originated(
+        user: String,
+        target: String,
+        placeholder: Dialog,
+        media: Option<crate::media::CallMedia>,
+        now: Instant,
+        unix: u64,
+    ) -> Call {
+        let mut call = Call::new(
+            user,
+            target,
+            CallState::Established,
+            placeholder,
+            Request::new(Method::Invite, Uri::sip(None, "invalid", None)),
+            media,
+            now,
+            unix,
+        );
+        call.a_present = false;
+        call
     }
 
     /// Keeps an ACK we sent for a 2xx so that a retransmission of that 2xx is ACKed
@@ -610,42 +631,22 @@ impl Engine {
             direction,
         });
         tracing::debug!(call = call_key, caller = %caller_name, callee = %callee_name, "routing");
-        self.calls.insert(
-            call_key,
-            Call {
-                caller: caller_name,
-                callee: callee_name,
-                state: CallState::Ringing,
-                a,
-                a_invite: req,
-                a_tx: Some(id),
-                a_invite_cseq: cseq.seq,
-                branches: Vec::new(),
-                winner: None,
-                deadline,
-                final_status: None,
-                acks: Vec::new(),
-                pending_ack: None,
-                reinvite_in_progress: false,
-                ack_waits: Vec::new(),
-                media,
-                started_unix: unix,
-                answered_unix: None,
-                muted: [false, false],
-                on_hold: [false, false],
-                recording: false,
-                a_present: true,
-                released: Vec::new(),
-                ring: None,
-                parked: None,
-                own_reinvite: false,
-                reinvite_retry: None,
-                plan: Some(Box::new(plan_state)),
-                step_start: 0,
-                callee_offer,
-                max_forwards,
-            },
+        let mut call = Call::new(
+            caller_name,
+            callee_name,
+            CallState::Ringing,
+            a,
+            req,
+            media,
+            deadline,
+            unix,
         );
+        call.a_tx = Some(id);
+        call.a_invite_cseq = cseq.seq;
+        call.plan = Some(Box::new(plan_state));
+        call.callee_offer = callee_offer;
+        call.max_forwards = max_forwards;
+        self.calls.insert(call_key, call);
         self.run_step(call_key, first, now);
     }
 
@@ -703,27 +704,15 @@ impl Engine {
         for plan in plans {
             match plan {
                 Plan::Device(_user, binding) => {
-                    let Ok(contact_uri) = Uri::parse(&binding.contact) else {
+                    let mut caller =
+                        NameAddr::new(Uri::sip(from.uri.user.as_deref(), &domain, None));
+                    caller.display_name = from.display_name.clone();
+                    let Some((dialog, invite)) =
+                        self.device_invite(&binding, caller, &dialled, auto_answer)
+                    else {
                         continue;
                     };
-                    let mut local_uri =
-                        NameAddr::new(Uri::sip(from.uri.user.as_deref(), &domain, None));
-                    local_uri.display_name = from.display_name.clone();
-                    let remote_uri = NameAddr::new(Uri::sip(Some(&dialled), &domain, None));
-                    let mut dialog = Dialog {
-                        call_id: crate::new_sip_call_id(&self.config.local.host),
-                        local_tag: crate::new_tag(),
-                        remote_tag: None,
-                        local_uri,
-                        remote_uri,
-                        remote_target: contact_uri,
-                        route_set: binding.path.clone(),
-                        local_cseq: 0,
-                        we_chose_call_id: true,
-                        target: binding.source,
-                    };
-                    let invite = dialog.request(Method::Invite, &self.config.local, &new_branch());
-                    out.push((dialog, invite, None, binding.user_agent.clone()));
+                    out.push((dialog, invite, None));
                 }
                 Plan::Trunk(t, number, caller_id, caller_display) => {
                     let display = caller_display.or_else(|| {
@@ -741,13 +730,12 @@ impl Engine {
                             invite: Request::new(Method::Invite, Uri::sip(None, "x", None)),
                             gateways_tried: 0,
                         })),
-                        None,
                     ));
                 }
             }
         }
         let mut sent = 0;
-        for (dialog, mut invite, mut trunk, user_agent) in out {
+        for (dialog, mut invite, mut trunk) in out {
             invite.headers.set(
                 HeaderName::MaxForwards,
                 (max_forwards.max(1) - 1).to_string(),
@@ -761,15 +749,6 @@ impl Engine {
                 invite
                     .headers
                     .push(HeaderName::from_wire(name), value.clone());
-            }
-            if auto_answer && trunk.is_none() {
-                let profile = crate::features::AutoAnswerProfile::for_user_agent(
-                    user_agent.as_deref(),
-                    self.config.features.auto_answer,
-                );
-                for (name, value) in profile.headers(&domain) {
-                    invite.headers.push(name, value);
-                }
             }
             match &callee_offer {
                 Some(body) => {

@@ -34,7 +34,6 @@ use switchboard_sip::{HeaderName, Method, Request, Response, Uri};
 use crate::command::{CommandError, CommandReply, ParticipantInfo, RoomInfo};
 use crate::dialog::{without_tag, Dialog};
 use crate::engine::{Engine, EngineEvent, ALLOW};
-use crate::features::AutoAnswerProfile;
 use crate::ports::PortPair;
 use crate::registrar::Binding;
 
@@ -1034,37 +1033,10 @@ impl Engine {
         auto_answer: bool,
         now: Instant,
     ) -> Option<CallOutBranch> {
-        let contact_uri = Uri::parse(&binding.contact).ok()?;
-        let domain = self.config.domain.clone();
         // The device shows the room as the caller.
-        let mut local_uri = NameAddr::new(Uri::sip(Some(room), &domain, None));
-        local_uri.display_name = Some(format!("\"Conference {room}\""));
-        let mut dialog = Dialog {
-            call_id: crate::new_sip_call_id(&self.config.local.host),
-            local_tag: crate::new_tag(),
-            remote_tag: None,
-            local_uri,
-            remote_uri: NameAddr::new(Uri::sip(Some(user), &domain, None)),
-            remote_target: contact_uri,
-            route_set: binding.path.clone(),
-            local_cseq: 0,
-            we_chose_call_id: true,
-            target: binding.source,
-        };
-        let mut invite = dialog.request(Method::Invite, &self.config.local, &new_branch());
-        invite.headers.push(HeaderName::Allow, ALLOW);
-        invite
-            .headers
-            .push(HeaderName::UserAgent, self.config.user_agent.clone());
-        if auto_answer {
-            let profile = AutoAnswerProfile::for_user_agent(
-                binding.user_agent.as_deref(),
-                self.config.features.auto_answer,
-            );
-            for (name, value) in profile.headers(&domain) {
-                invite.headers.push(name, value);
-            }
-        }
+        let mut caller = NameAddr::new(Uri::sip(Some(room), &self.config.domain, None));
+        caller.display_name = Some(format!("\"Conference {room}\""));
+        let (dialog, mut invite) = self.device_invite(binding, caller, user, auto_answer)?;
         invite.set_body(offer.to_bytes(), Some("application/sdp"));
         let invite_cseq = dialog.local_cseq;
         let tx = self.send_request(invite, binding.source, now)?;

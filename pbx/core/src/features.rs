@@ -245,6 +245,48 @@ fn sipfrag(status: u16) -> Vec<u8> {
 }
 
 impl Engine {
+    /// A new dialog toward one registered device of `callee`, and its INVITE (Allow,
+    /// User-Agent and, when asked, the device profile's auto-answer headers; no body).
+    /// `caller` is who the device is shown as calling. `None`: the binding's Contact does
+    /// not parse.
+    pub(crate) fn device_invite(
+        &self,
+        binding: &Binding,
+        caller: NameAddr,
+        callee: &str,
+        auto_answer: bool,
+    ) -> Option<(Dialog, Request)> {
+        let contact_uri = Uri::parse(&binding.contact).ok()?;
+        let domain = &self.config.domain;
+        let mut dialog = Dialog {
+            call_id: crate::new_sip_call_id(&self.config.local.host),
+            local_tag: crate::new_tag(),
+            remote_tag: None,
+            local_uri: caller,
+            remote_uri: NameAddr::new(Uri::sip(Some(callee), domain, None)),
+            remote_target: contact_uri,
+            route_set: binding.path.clone(),
+            local_cseq: 0,
+            we_chose_call_id: true,
+            target: binding.source,
+        };
+        let mut invite = dialog.request(Method::Invite, &self.config.local, &new_branch());
+        invite.headers.push(HeaderName::Allow, ALLOW);
+        invite
+            .headers
+            .push(HeaderName::UserAgent, self.config.user_agent.clone());
+        if auto_answer {
+            let profile = AutoAnswerProfile::for_user_agent(
+                binding.user_agent.as_deref(),
+                self.config.features.auto_answer,
+            );
+            for (name, value) in profile.headers(domain) {
+                invite.headers.push(name, value);
+            }
+        }
+        Some((dialog, invite))
+    }
+
     // ----- sides -------------------------------------------------------------------
 
     fn side_present(&self, key: u64, side: usize) -> bool {
@@ -749,37 +791,12 @@ impl Engine {
         let mut branch_users = Vec::new();
         for (user, binding) in &bindings {
             let user = user.as_str();
-            let Ok(contact_uri) = Uri::parse(&binding.contact) else {
+            let mut caller = NameAddr::new(Uri::sip(Some(&shown), &domain, None));
+            caller.display_name = shown_display.clone();
+            let Some((dialog, mut invite)) = self.device_invite(binding, caller, user, auto_answer)
+            else {
                 continue;
             };
-            let mut local_uri = NameAddr::new(Uri::sip(Some(&shown), &domain, None));
-            local_uri.display_name = shown_display.clone();
-            let mut dialog = Dialog {
-                call_id: crate::new_sip_call_id(&self.config.local.host),
-                local_tag: crate::new_tag(),
-                remote_tag: None,
-                local_uri,
-                remote_uri: NameAddr::new(Uri::sip(Some(user), &domain, None)),
-                remote_target: contact_uri,
-                route_set: binding.path.clone(),
-                local_cseq: 0,
-                we_chose_call_id: true,
-                target: binding.source,
-            };
-            let mut invite = dialog.request(Method::Invite, &self.config.local, &new_branch());
-            invite.headers.push(HeaderName::Allow, ALLOW);
-            invite
-                .headers
-                .push(HeaderName::UserAgent, self.config.user_agent.clone());
-            if auto_answer {
-                let profile = AutoAnswerProfile::for_user_agent(
-                    binding.user_agent.as_deref(),
-                    self.config.features.auto_answer,
-                );
-                for (name, value) in profile.headers(&domain) {
-                    invite.headers.push(name, value);
-                }
-            }
             if let Some(by) = &by {
                 invite
                     .headers

@@ -682,3 +682,42 @@ fn our_reinvite_meeting_glare_is_sent_again() {
     );
     assert_eq!(p.net.engine.stats().active_calls, 1);
 }
+
+#[test]
+fn a_transfer_completing_before_the_callers_ack_keeps_the_new_party() {
+    let mut p = pbx();
+    let (p101, p102, p103) = (p.p101, p.p102, p.p103);
+    // The caller's first ACK is lost: our 200 is retransmitted and ACKed later.
+    let mut dropped = false;
+    p.net.drop_when(move |d| {
+        let first = !dropped && d.data.starts_with(b"ACK ") && d.from.addr.port() == 5061;
+        dropped |= first;
+        first
+    });
+    let (_a_id, b_id) = call(&mut p, p101, "102", p102);
+    assert_eq!(
+        refer(&mut p, p102, &b_id, "<sip:103@example.test>"),
+        vec![202]
+    );
+    let (id, inv) = p.net.phone(p103).last_request(Method::Invite);
+    p.net.respond(p103, id.unwrap(), 200, Some(SDP_ANSWER));
+    let before = media_commands(&p).len();
+    p.net.advance(secs(2));
+    let after: Vec<MediaCommand> = media_commands(&p)[before..].to_vec();
+    assert!(
+        !after.iter().any(|m| matches!(
+            m,
+            MediaCommand::Configure { .. } | MediaCommand::Close { .. }
+        )),
+        "the late ACK changed the media: {after:?}\n{}",
+        p.net.wire_log()
+    );
+    // The new party's dialog is untouched: no BYE to 103, and the call lives.
+    let c_id = inv.call_id().unwrap().to_string();
+    assert!(
+        got(&mut p, p103, Method::Bye, &c_id).is_empty(),
+        "{}",
+        p.net.wire_log()
+    );
+    assert_eq!(p.net.engine.stats().active_calls, 1);
+}

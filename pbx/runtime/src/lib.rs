@@ -325,9 +325,12 @@ pub async fn run(
             // An unreachable database is logged when it fails and when it recovers, not
             // once a second in between.
             let mut failing = false;
+            let mut ticks =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
+                    _ = ticks.tick() => {}
                     _ = shutdown.changed() => return,
                 }
                 let polled = match store.users_revision().await {
@@ -706,6 +709,8 @@ async fn dialplan_reloader(
     };
     let mut last_modified = dialplan::modified(&inbox.source.path);
     let interval = inbox.source.poll_interval.max(Duration::from_millis(100));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let mut reply = None;
         let why = tokio::select! {
@@ -723,7 +728,7 @@ async fn dialplan_reloader(
                 }
                 None => return,
             },
-            _ = tokio::time::sleep(interval) => {
+            _ = ticks.tick() => {
                 let now = dialplan::modified(&inbox.source.path);
                 if now == last_modified {
                     continue;

@@ -74,7 +74,7 @@ for rooms in $ROOMS; do
   d=$OUT/rooms-$rooms; mkdir -p "$d"
   wait_load
   load_before=$(cut -d' ' -f1 /proc/loadavg)
-  USERS=$n SB_SERVE_ARGS="--rtp-ports $RTP_RANGE --conference-rooms 800-$(( 800 + rooms - 1 )) --rtp-timeout 30" \
+  USERS=$n SB_SERVE_ARGS="${SB_EXTRA_ARGS:-} --rtp-ports $RTP_RANGE --conference-rooms 800-$(( 800 + rooms - 1 )) --rtp-timeout 30" \
     sb_start "$BIN" "$d/server"
   PIDS+=("$SB_PID"); SERVER_PID=$SB_PID
   # Injection file: user, password, auth, room (ROOM_SIZE consecutive calls per room).

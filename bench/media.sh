@@ -49,6 +49,7 @@
 #      ECHO_BUF (bytes: -rtp_buffsize of the callee's echo socket; unset = the
 #      kernel default 208 KB, which overflows at ~500 calls), GEN (sipp|loadgen),
 #      NO_BUILD=1,
+#      SB_EXTRA_ARGS (more `switchboard serve` flags, e.g. "--media-threads 0"),
 #      LOAD_MAX (1.0), LOAD_WAIT (600), OUT
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd); ROOT=$(dirname "$HERE")
@@ -218,6 +219,12 @@ one_run() {
   sleep 4   # SIPp UAS timewait, rtpengine/Switchboard session teardown
 }
 
+# ctx_switches PID...: voluntary + involuntary context switches of all their threads so far
+ctx_switches() {
+  local p; for p in "$@"; do cat /proc/"$p"/task/*/status 2>/dev/null; done |
+    awk '/^(non)?voluntary_ctxt_switches:/{s += $2} END{print s + 0}'
+}
+
 # one_run_loadgen LABEL N: a relayed run with sb-loadgen on both ends (GEN=loadgen)
 one_run_loadgen() {
   local label=$1 n=$2
@@ -244,10 +251,12 @@ one_run_loadgen() {
   r0=$(ticks $RELAY_PID); k0=$( [ -n "$SIP_PID" ] && ticks $SIP_PID || echo 0)
   a0=$(ticks "$lg_pid"); u0=$(ticks "$ans_pid")
   all0=$(awk '/^cpu /{print $2+$3+$4+$7+$8; exit}' /proc/stat)
+  local cs0 cs1; cs0=$(ctx_switches $RELAY_PID)
   w0=$(date +%s.%N)
   [ "${PERF:-0}" = 1 ] && { perf record -q -e cpu-clock -g -p "$(echo $RELAY_PID | tr ' ' ,)" -o "$d/perf.data" \
       -- sleep "$WINDOW_SECS" >"$d/perf.log" 2>&1 & }
   sleep "$WINDOW_SECS"
+  cs1=$(ctx_switches $RELAY_PID)
   r1=$(ticks $RELAY_PID); k1=$( [ -n "$SIP_PID" ] && ticks $SIP_PID || echo 0)
   a1=$(ticks "$lg_pid"); u1=$(ticks "$ans_pid")
   all1=$(awk '/^cpu /{print $2+$3+$4+$7+$8; exit}' /proc/stat)
@@ -278,7 +287,7 @@ one_run_loadgen() {
   local pps; pps=$(awk -v o="$rout" -v s="$MEDIA_SECS" 'BEGIN{printf "%.0f", o / s}')
   local us50 us99
   us50=$(awk -v m="${rtt50:-0}" 'BEGIN{printf "%.0f", m * 1000}'); us99=$(awk -v m="${rtt99:-0}" 'BEGIN{printf "%.0f", m * 1000}')
-  LINE="$SIDE $label calls=$n ok=$ok failed=$failed sessions_in_window=$sess wall_s=$wall cpu_relay=${relay_cpu}% cpu_relay_per_100_calls=${per100}% cpu_relay_per_call=${percall}% cpu_sip=${sip_cpu}% cpu_uac=${uac_cpu}% cpu_uas=${uas_cpu}% cpu_machine=${machine_cpu}% relayed_in=$rin relayed_out=$rout expected=$expected loss_pct=$loss pps_relayed=$pps relay_sock_drops=${sockdrops% *} relay_sockets=${sockdrops#* } udp_drops_all=$((drops1 - drops0)) gen=loadgen load_before=$load_before e2e_loss_pct=$e2e relayed_rtt_p50_us=$us50 relayed_rtt_p99_us=$us99"
+  LINE="$SIDE $label calls=$n ok=$ok failed=$failed sessions_in_window=$sess wall_s=$wall cpu_relay=${relay_cpu}% cpu_relay_per_100_calls=${per100}% cpu_relay_per_call=${percall}% cpu_sip=${sip_cpu}% cpu_uac=${uac_cpu}% cpu_uas=${uas_cpu}% cpu_machine=${machine_cpu}% relayed_in=$rin relayed_out=$rout expected=$expected loss_pct=$loss pps_relayed=$pps relay_sock_drops=${sockdrops% *} relay_sockets=${sockdrops#* } udp_drops_all=$((drops1 - drops0)) relay_ctx_switches_per_s=$(awk -v a="$cs0" -v b="$cs1" -v w="$wall" 'BEGIN{printf "%.0f", (b - a) / w}') gen=loadgen load_before=$load_before e2e_loss_pct=$e2e relayed_rtt_p50_us=$us50 relayed_rtt_p99_us=$us99"
   echo "$LINE" | tee -a "$OUT/lines.log"
   echo "  loadgen: $lg" | tee -a "$OUT/lines-loadgen.log"
   echo "  answer: $ans" | tee -a "$OUT/lines-loadgen.log"
@@ -294,7 +303,7 @@ run_switchboard() {
   fi
   local bin=$ROOT/target/release/switchboard
   echo "# $("$bin" --version) commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- . ':!bench' || echo ' +uncommitted changes')" | tee -a "$OUT/header.txt"
-  SB_SERVE_ARGS="--rtp-ports $RTP_RANGE" sb_start "$bin" "$TMP/sb"; PIDS+=("$SB_PID")
+  SB_SERVE_ARGS="--rtp-ports $RTP_RANGE ${SB_EXTRA_ARGS:-}" sb_start "$bin" "$TMP/sb"; PIDS+=("$SB_PID")
   TARGET=$SB_SIP; RELAY_PID=$SB_PID; SIP_PID=""
   local n
   for n in $CALLS; do

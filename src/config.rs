@@ -45,6 +45,9 @@ pub struct Config {
     /// Recorded prompts for IVR steps (`name.wav`, subdirectories allowed); without
     /// one, only the shipped placeholder tones play.
     pub prompts_dir: Option<PathBuf>,
+    /// Threads relaying call media and mixing rooms; `None`: one per CPU core; 0: none,
+    /// media runs on the SIP runtime's threads.
+    pub media_threads: Option<usize>,
     /// Park extension, slots, timeout; auto-answer default profile.
     pub features: switchboard_core::FeatureConfig,
     /// Provider accounts (`[[trunks]]`), gateways resolved at start.
@@ -117,6 +120,7 @@ impl Default for Config {
             record_calls: false,
             moh_dir: None,
             prompts_dir: None,
+            media_threads: None,
             features: switchboard_core::FeatureConfig::default(),
             trunks: Vec::new(),
             dialplan: None,
@@ -279,6 +283,7 @@ struct MediaSection {
     record_calls: Option<bool>,
     moh_dir: Option<Spanned<String>>,
     prompts_dir: Option<Spanned<String>>,
+    threads: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -332,6 +337,7 @@ pub struct Overrides {
     pub record_calls: Option<bool>,
     pub moh_dir: Option<PathBuf>,
     pub prompts_dir: Option<PathBuf>,
+    pub media_threads: Option<u64>,
     pub park_slots: Option<String>,
     pub park_timeout: Option<u64>,
     pub dialplan: Option<PathBuf>,
@@ -538,6 +544,15 @@ pub fn load(file: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError
         }
         cfg.prompts_dir = Some(v.clone());
     }
+    if let Some(v) = over.media_threads {
+        if v > 256 {
+            return Err(flag_err(
+                "--media-threads",
+                format!("{v} is out of range (0 to 256)"),
+            ));
+        }
+        cfg.media_threads = Some(v as usize);
+    }
     if let Some(v) = &over.api_token {
         validate_api_token(v).map_err(|m| flag_err("--api-token", m))?;
         cfg.api_token = Some(Secret(v.clone()));
@@ -700,6 +715,9 @@ fn apply_file(cfg: &mut Config, path: &Path, text: &str) -> Result<(), ConfigErr
             ));
         }
         cfg.prompts_dir = Some(dir);
+    }
+    if let Some(v) = &m.threads {
+        cfg.media_threads = Some(ctx.ranged(v, "media.threads", 0, 256)? as usize);
     }
     if let Some(v) = &m.rtp_ports {
         cfg.rtp_ports =
@@ -967,6 +985,14 @@ mod tests {
         assert!(
             e.to_string().starts_with("sb.toml:2:13: media.rtp_ports: "),
             "{e}"
+        );
+        let cfg = load_text("[media]\nthreads = 3\n").unwrap();
+        assert_eq!(cfg.media_threads, Some(3));
+        assert_eq!(load_text("").unwrap().media_threads, None);
+        let e = load_text("[media]\nthreads = 999\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "sb.toml:2:11: media.threads: 999 is out of range (0 to 256)"
         );
         assert!(parse_port_range("abc").is_err());
         assert!(parse_port_range("5000-5000").is_err());

@@ -106,6 +106,10 @@ struct ServeArgs {
     /// the shipped placeholder tones.
     #[arg(long, env = "SWITCHBOARD_PROMPTS_DIR", value_name = "DIR")]
     prompts_dir: Option<PathBuf>,
+    /// Threads relaying call media and mixing conference rooms (default: one per CPU
+    /// core; 0 runs media on the SIP runtime's worker threads instead).
+    #[arg(long, env = "SWITCHBOARD_MEDIA_THREADS", value_name = "N")]
+    media_threads: Option<u64>,
     /// The dialplan routing calls (e.g. dialplans/default.toml); without one, only user
     /// names and extensions are reachable. Reloaded on SIGHUP and when the file changes.
     #[arg(long, env = "SWITCHBOARD_DIALPLAN", value_name = "FILE")]
@@ -216,6 +220,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         over.record_calls = s.record_calls;
         over.moh_dir = s.moh_dir.clone();
         over.prompts_dir = s.prompts_dir.clone();
+        over.media_threads = s.media_threads;
         over.park_slots = s.park_slots.clone();
         over.dialplan = s.dialplan.clone();
         over.park_timeout = s.park_timeout;
@@ -338,6 +343,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             Some(dir) => switchboard_runtime::PromptLibrary::load(dir)
                 .with_context(|| format!("cannot read prompts from {}", dir.display()))?,
             None => Default::default(),
+        },
+        media_threads: {
+            let n = cfg.media_threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            });
+            switchboard_runtime::MediaThreads::start(n).context("cannot start the media threads")?
         },
         ..DriverConfig::default()
     };

@@ -53,12 +53,14 @@ enum RoomControl {
 /// Live room tasks by room number, owned by the engine task.
 pub(crate) struct Rooms {
     tasks: HashMap<String, mpsc::UnboundedSender<RoomControl>>,
+    threads: crate::MediaThreads,
 }
 
 impl Rooms {
-    pub(crate) fn new() -> Rooms {
+    pub(crate) fn new(threads: crate::MediaThreads) -> Rooms {
         Rooms {
             tasks: HashMap::new(),
+            threads,
         }
     }
 
@@ -91,7 +93,7 @@ impl Rooms {
                 metrics
                     .conference_rooms
                     .store(self.tasks.len() as u64, Relaxed);
-                tokio::spawn(run_room(
+                self.threads.spawn(run_room(
                     room,
                     Mixer::new(config),
                     bind_ip,

@@ -15,6 +15,7 @@ pub mod events;
 mod media;
 mod metrics;
 pub mod prompts;
+mod shards;
 mod tcp;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ pub use events::CallEvent;
 pub use media::{load_moh_library, MohLibrary};
 pub use metrics::Metrics;
 pub use prompts::PromptLibrary;
+pub use shards::MediaThreads;
 
 /// Limits and timings of the driver itself (the protocol's live in `EngineConfig`).
 #[derive(Debug, Clone)]
@@ -58,6 +60,8 @@ pub struct DriverConfig {
     pub moh: MohLibrary,
     /// Recorded prompts (empty: the shipped placeholder tones only).
     pub prompts: PromptLibrary,
+    /// Threads that call media and conference rooms run on (none: the driver's runtime).
+    pub media_threads: MediaThreads,
 }
 
 impl Default for DriverConfig {
@@ -72,6 +76,7 @@ impl Default for DriverConfig {
             recordings_dir: std::path::PathBuf::from("switchboard-data/recordings"),
             moh: MohLibrary::new(),
             prompts: PromptLibrary::default(),
+            media_threads: MediaThreads::default(),
         }
     }
 }
@@ -383,10 +388,11 @@ pub async fn run(
         driver.recordings_dir.clone(),
         driver.moh.clone(),
         driver.prompts.clone(),
+        driver.media_threads.clone(),
     );
     // RTP sockets bind the SIP listen address (all interfaces when SIP listens on all).
     let media_ip = local.ip();
-    let mut rooms = conference::Rooms::new();
+    let mut rooms = conference::Rooms::new(driver.media_threads.clone());
     let mut connecting: HashMap<SocketAddr, Vec<Arc<[u8]>>> = HashMap::new();
     let mut buf = vec![0u8; driver.max_message_size + 1];
     let mut shutting_down = false;

@@ -1,4 +1,4 @@
-//! Media sockets: one tokio task per call owns the call's four UDP sockets (RTP and RTCP
+//! Media sockets: one tokio task per call (on a media thread, `shards.rs`) owns the call's four UDP sockets (RTP and RTCP
 //! for each leg) and its pure `MediaSession`, feeds it packets and the time, sends what it
 //! asks, and reports its events to the engine task. The engine decides which ports a call
 //! uses; this module only binds them and moves bytes.
@@ -49,6 +49,7 @@ pub(crate) struct MediaTasks {
     prompts: crate::PromptLibrary,
     /// Prompt names already reported missing (each is logged once).
     missing_prompts: std::collections::HashSet<String>,
+    threads: crate::MediaThreads,
 }
 
 /// Music-on-hold classes the admin installed (`--moh-dir`), by name.
@@ -97,6 +98,7 @@ impl MediaTasks {
         recordings_dir: PathBuf,
         moh: MohLibrary,
         prompts: crate::PromptLibrary,
+        threads: crate::MediaThreads,
     ) -> MediaTasks {
         MediaTasks {
             tasks: std::collections::HashMap::new(),
@@ -105,6 +107,7 @@ impl MediaTasks {
             moh,
             prompts,
             missing_prompts: std::collections::HashSet::new(),
+            threads,
         }
     }
 
@@ -157,7 +160,7 @@ impl MediaTasks {
                 config.start_ntp = ntp_now();
                 let (tx, rx) = mpsc::unbounded_channel();
                 self.tasks.insert(call, tx);
-                tokio::spawn(run_call_media(
+                self.threads.spawn(run_call_media(
                     call,
                     [a, b],
                     bind_ip,

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::codec::{decoder_for, encoder_for, AudioDecoder, AudioEncoder, CodecSpec};
 use crate::dtmf::{generate_digit, DtmfEventReceiver, DtmfEventSender, InbandDetector};
+#[cfg(test)]
 use crate::g711;
 use crate::jitter::{JitterBuffer, Playout};
 use crate::player::{Player, PlayerEvent, Source};
@@ -935,12 +936,7 @@ impl MediaSession {
         let (Some(det), Some(ulaw)) = (state.inband.as_mut(), g711_ulaw) else {
             return;
         };
-        let samples = if ulaw {
-            g711::decode_ulaw(payload)
-        } else {
-            g711::decode_alaw(payload)
-        };
-        for digit in det.feed(&AudioFrame::new(8000, samples)) {
+        for digit in det.feed_g711(payload, ulaw) {
             self.events.push_back(MediaEvent::Dtmf { leg, digit });
         }
     }

@@ -102,6 +102,12 @@ pub struct InbandDetector {
     /// 2cos(w) for the 8 fundamentals, then the 8 second harmonics.
     coeffs: [f32; 16],
     block: Vec<f32>,
+    /// Running sums over the current block, kept as samples arrive so that most blocks
+    /// (speech, silence, music) are rejected without another pass over them: the
+    /// energy, the energy of the first half, and the energy of the first difference.
+    energy: f32,
+    first_half: f32,
+    diff: f32,
     /// Samples consumed before the current block.
     position: u64,
     candidate: Option<(char, u64, u32)>,
@@ -127,6 +133,9 @@ impl InbandDetector {
             block_len,
             coeffs,
             block: Vec::with_capacity(block_len),
+            energy: 0.0,
+            first_half: 0.0,
+            diff: 0.0,
             position: 0,
             candidate: None,
             held: None,
@@ -148,18 +157,55 @@ impl InbandDetector {
             *self = InbandDetector::new(frame.rate);
         }
         for &s in &frame.samples {
-            self.block.push(f32::from(s) / 32768.0);
-            if self.block.len() == self.block_len {
-                let hit = self.classify();
-                let start = self.position;
-                self.position += self.block_len as u64;
-                self.block.clear();
-                if let Some(d) = self.step(hit, start, self.position) {
-                    digits.push(d);
-                }
+            self.push(s, &mut digits);
+        }
+        digits
+    }
+
+    /// Feeds one forwarded G.711 payload (8 kHz), decoding it sample by sample: the
+    /// relay calls this for every packet of a leg without telephone-event, so it must
+    /// not allocate.
+    pub fn feed_g711(&mut self, payload: &[u8], ulaw: bool) -> Vec<DtmfDigit> {
+        let mut digits = Vec::new();
+        if self.rate != 8000 {
+            digits.extend(self.finish());
+            *self = InbandDetector::new(8000);
+        }
+        if ulaw {
+            for &b in payload {
+                self.push(crate::g711::ulaw_to_linear(b), &mut digits);
+            }
+        } else {
+            for &b in payload {
+                self.push(crate::g711::alaw_to_linear(b), &mut digits);
             }
         }
         digits
+    }
+
+    #[inline]
+    fn push(&mut self, s: i16, digits: &mut Vec<DtmfDigit>) {
+        let x = f32::from(s) / 32768.0;
+        if let Some(&last) = self.block.last() {
+            self.diff += (x - last) * (x - last);
+        }
+        self.energy += x * x;
+        self.block.push(x);
+        if self.block.len() == self.block_len / 2 {
+            self.first_half = self.energy;
+        }
+        if self.block.len() == self.block_len {
+            let hit = self.classify();
+            let start = self.position;
+            self.position += self.block_len as u64;
+            self.block.clear();
+            self.energy = 0.0;
+            self.first_half = 0.0;
+            self.diff = 0.0;
+            if let Some(d) = self.step(hit, start, self.position) {
+                digits.push(d);
+            }
+        }
     }
 
     /// Ends a digit still held (end of the stream).
@@ -216,7 +262,7 @@ impl InbandDetector {
     /// Classifies the current block as a digit or nothing.
     fn classify(&self) -> Option<char> {
         let n = self.block.len() as f32;
-        let energy: f32 = self.block.iter().map(|x| x * x).sum();
+        let energy = self.energy;
         // Fundamental power for a sine of amplitude A is (A n / 2)^2.
         let min_power = (MIN_TONE_AMPLITUDE * n / 2.0).powi(2);
         if energy < 2.0 * n * (MIN_TONE_AMPLITUDE * MIN_TONE_AMPLITUDE / 2.0) {
@@ -225,8 +271,7 @@ impl InbandDetector {
         // Steadiness: a block the tone only partly fills (its start or end) has uneven
         // halves. Requiring them within 3 dB makes a hit need >= 75 % fill, which is
         // what bounds the shortest accepted tone (two such blocks: > 19 ms).
-        let half = self.block.len() / 2;
-        let first: f32 = self.block[..half].iter().map(|x| x * x).sum();
+        let first = self.first_half;
         let second = energy - first;
         if first.min(second) < MIN_HALF_RATIO * first.max(second) {
             return None;
@@ -238,12 +283,7 @@ impl InbandDetector {
         // <= 30 %, may lie anywhere in 0..4). Speech, whose energy is mostly below
         // 600 Hz, falls under it and skips the Goertzel filters: they were a quarter of
         // the relay's CPU on forwarded G.711 legs. The bounds scale with the rate.
-        let diff: f32 = self
-            .block
-            .windows(2)
-            .map(|w| (w[1] - w[0]) * (w[1] - w[0]))
-            .sum();
-        let ratio = diff / energy;
+        let ratio = self.diff / energy;
         if ratio < self.min_diff_ratio || ratio > self.max_diff_ratio {
             return None;
         }
@@ -364,6 +404,38 @@ mod tests {
             let e: f32 = x.iter().map(|v| v * v).sum();
             let dd: f32 = x.windows(2).map(|w| (w[1] - w[0]).powi(2)).sum();
             assert!(dd / e < lo, "300 Hz at {rate}: {} >= {lo}", dd / e);
+        }
+    }
+
+    #[test]
+    fn g711_payloads_give_the_digits_of_the_decoded_audio() {
+        // The relay's allocation-free path against the decoded-frame path: digits with
+        // silence between them, cut into 20 ms packets, in both G.711 laws.
+        let mut pcm = Vec::new();
+        for d in ['1', '5', '#', '0', 'D'] {
+            pcm.extend(generate_digit(8000, d, 60, -12.0).samples);
+            pcm.extend(std::iter::repeat_n(0i16, 480));
+        }
+        for ulaw in [true, false] {
+            let bytes = if ulaw {
+                crate::g711::encode_ulaw(&pcm)
+            } else {
+                crate::g711::encode_alaw(&pcm)
+            };
+            let (mut a, mut b) = (InbandDetector::new(8000), InbandDetector::new(8000));
+            let (mut from_frames, mut from_bytes) = (Vec::new(), Vec::new());
+            for chunk in bytes.chunks(160) {
+                let decoded = if ulaw {
+                    crate::g711::decode_ulaw(chunk)
+                } else {
+                    crate::g711::decode_alaw(chunk)
+                };
+                from_frames.extend(a.feed(&AudioFrame::new(8000, decoded)));
+                from_bytes.extend(b.feed_g711(chunk, ulaw));
+            }
+            let keys: String = from_bytes.iter().map(|d| d.digit).collect();
+            assert_eq!(keys, "15#0D");
+            assert_eq!(from_frames, from_bytes);
         }
     }
 

@@ -103,7 +103,7 @@ struct ServeArgs {
     moh_dir: Option<PathBuf>,
     /// Recorded prompts for the dialplan's playback and menus: `NAME.wav` files
     /// (`ivr/main-menu.wav` is the prompt `ivr/main-menu`); names without a file play
-    /// the shipped placeholder tones.
+    /// the prompts shipped in the binary (speech made by prompts/generate.sh).
     #[arg(long, env = "SWITCHBOARD_PROMPTS_DIR", value_name = "DIR")]
     prompts_dir: Option<PathBuf>,
     /// Threads relaying call media and mixing conference rooms (default: one per CPU

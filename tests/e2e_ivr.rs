@@ -179,8 +179,8 @@ fn ivr_digit_collection_rfc4733() {
     );
 }
 
-/// Prompts at runtime: a name with no file and no placeholder is skipped (logged), the
-/// shipped placeholder plays to its end, and only then does the route go on to dial bob.
+/// Prompts at runtime: a name with no file and none shipped is skipped (logged), the
+/// shipped speech plays to its end, and only then does the route go on to dial bob.
 const PLAYBACK_PLAN: &str = r#"
 [plan]
 default_context = "internal"
@@ -226,7 +226,7 @@ fn playback_plays_its_prompts_then_the_route_dials() {
             .position(|l| l.contains(needle))
             .unwrap_or_else(|| panic!("no {needle:?} in the server log:\n{log}"))
     };
-    // The missing prompt was reported, the placeholder played to its end, then bob rang.
+    // The missing prompt was reported, the shipped prompt played to its end, then bob rang.
     let missing = line("prompt not found");
     assert!(log.lines().nth(missing).unwrap().contains("no-such-prompt"));
     let finished = line("playback finished");
@@ -236,7 +236,7 @@ fn playback_plays_its_prompts_then_the_route_dials() {
             .filter(|l| l.contains("playback finished"))
             .count()
             >= 2,
-        "the skipped prompt and the placeholder each end:\n{log}"
+        "the skipped prompt and the shipped prompt each end:\n{log}"
     );
     assert!(received(&bob_dir).iter().any(|m| m.starts_with("INVITE ")));
     alice.wait().assert_passed("alice's announced call");

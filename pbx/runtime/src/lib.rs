@@ -58,7 +58,7 @@ pub struct DriverConfig {
     pub recordings_dir: std::path::PathBuf,
     /// Installed music-on-hold classes (empty: the generated default only).
     pub moh: MohLibrary,
-    /// Recorded prompts (empty: the shipped placeholder tones only).
+    /// Recorded prompts (empty: the shipped prompts only).
     pub prompts: PromptLibrary,
     /// Threads that call media and conference rooms run on (none: the driver's runtime).
     pub media_threads: MediaThreads,

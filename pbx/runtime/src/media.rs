@@ -112,7 +112,7 @@ impl MediaTasks {
     }
 
     /// What a playback request means here: an installed class, or the generated music; a
-    /// recorded or placeholder prompt. `None`: a prompt that does not exist (logged once
+    /// recorded or shipped prompt. `None`: a prompt that does not exist (logged once
     /// per name).
     fn source(&mut self, what: &Playback) -> Option<Source> {
         let start = StartAt::Random {
@@ -131,7 +131,7 @@ impl MediaTasks {
                     .then(|| self.prompts.source(name))
                     .flatten();
                 if found.is_none() && self.missing_prompts.insert(name.clone()) {
-                    tracing::warn!(prompt = %name, "prompt not found (no such file in the prompts directory and no placeholder); skipped");
+                    tracing::warn!(prompt = %name, "prompt not found (no such file in the prompts directory and none shipped); skipped");
                 }
                 found
             }

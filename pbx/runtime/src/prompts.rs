@@ -1,36 +1,81 @@
-//! Prompts: the named clips IVR steps play to callers (`playback`, a menu's prompt). The
-//! admin's recordings come from a prompts directory (`--prompts-dir`), read once at start;
-//! names the project's own plans use and the admin did not record are placeholder tone
-//! patterns generated here (they are beeps, not speech). Looking a prompt up never touches
-//! the disk, so the engine task never blocks on a file.
+//! Prompts: the named clips IVR steps and features play to callers (`playback`, a menu's
+//! prompt, the park announcement). The admin's recordings come from a prompts directory
+//! (`--prompts-dir`), read once at start; names the admin did not record fall back to the
+//! prompts shipped with Switchboard: speech generated from text by `prompts/generate.sh`
+//! (espeak-ng), built into the binary so that a fresh install speaks without any file,
+//! and a few tones. Looking a prompt up never touches the disk, so the engine task never
+//! blocks on a file.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use switchboard_media::player::Source;
 use switchboard_media::tones::{Cadence, Level};
 use switchboard_media::wav::Clip;
 
-/// The prompts shipped with Switchboard: tone patterns (Asterisk cadence syntax, every part
-/// played once) standing in for the recordings the default dialplan names, so that it
-/// works, and is audibly different prompt by prompt, before anyone records a word. A WAV
-/// of the same name in the prompts directory replaces each of them.
-pub const PLACEHOLDER_PROMPTS: &[(&str, &str)] = &[
-    // Two short high beeps, as recording warnings usually are.
-    ("this-call-is-recorded", "!1400/200,!0/150,!1400/200"),
-    // Falling pair: the office is closed.
-    ("closed", "!660/300,!0/100,!440/600"),
-    // Falling triple: closed for a holiday.
-    ("closed-holiday", "!660/300,!0/100,!550/300,!0/100,!440/600"),
-    // The ITU-T E.180 special information tone (rising 950/1400/1800 Hz): refused.
-    ("not-allowed", "!950/330,!1400/330,!1800/330"),
-    // Rising triad: "choose now".
-    ("ivr/main-menu", "!440/250,!0/100,!554/250,!0/100,!659/400"),
-    // Two low buzzes: not a valid choice.
-    ("ivr/invalid", "!400/200,!0/100,!400/200"),
-    ("beep", "!1000/250"),
+/// Embeds `prompts/NAME.wav` of the repository under its prompt name.
+macro_rules! shipped {
+    ($($name:literal),* $(,)?) => {
+        &[$((
+            $name,
+            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../prompts/", $name, ".wav"))
+                as &[u8],
+        )),*]
+    };
+}
+
+/// The speech prompts shipped with Switchboard (`prompts/*.wav`, made by
+/// `prompts/generate.sh`; every file there is listed here, which a test checks): what the
+/// default dialplan and its menu say, the park announcement, and the digits numbers are
+/// read out with (Asterisk's `digits/` names). A WAV of the same name in the prompts
+/// directory replaces each of them.
+pub const SHIPPED_PROMPTS: &[(&str, &[u8])] = shipped![
+    "this-call-is-recorded",
+    "closed",
+    "closed-holiday",
+    "not-allowed",
+    "ivr/main-menu",
+    "ivr/invalid",
+    "call-parked-at",
+    "slot",
+    "digits/0",
+    "digits/1",
+    "digits/2",
+    "digits/3",
+    "digits/4",
+    "digits/5",
+    "digits/6",
+    "digits/7",
+    "digits/8",
+    "digits/9",
+    "digits/star",
+    "digits/pound",
 ];
+
+/// Prompts that are tones, not words (Asterisk cadence syntax, every part played once).
+/// A WAV of the same name in the prompts directory replaces each of them.
+pub const TONE_PROMPTS: &[(&str, &str)] = &[("beep", "!1000/250")];
+
+/// The shipped speech, decoded once per process (a few hundred kilobytes of PCM shared
+/// by every call).
+fn shipped_clips() -> &'static HashMap<&'static str, Arc<Clip>> {
+    static CLIPS: OnceLock<HashMap<&'static str, Arc<Clip>>> = OnceLock::new();
+    CLIPS.get_or_init(|| {
+        SHIPPED_PROMPTS
+            .iter()
+            .filter_map(|(name, bytes)| match switchboard_media::wav::read_wav(bytes) {
+                Ok(clip) if !clip.samples.is_empty() => Some((*name, Arc::new(clip))),
+                // Cannot happen with the committed files (a test decodes each); a bad
+                // regeneration must not take the server down, only that prompt.
+                other => {
+                    tracing::error!(prompt = name, result = ?other.map(|c| c.samples.len()), "shipped prompt unusable");
+                    None
+                }
+            })
+            .collect()
+    })
+}
 
 /// Prompt clips by name (`closed`, `ivr/main-menu`: the path under the prompts directory
 /// without `.wav`).
@@ -110,13 +155,16 @@ impl PromptLibrary {
         Ok(PromptLibrary { clips })
     }
 
-    /// What plays for `name`: the admin's recording, else the shipped placeholder tone,
+    /// What plays for `name`: the admin's recording, else the shipped speech or tone,
     /// else `None` (the caller logs it and skips the prompt).
     pub fn source(&self, name: &str) -> Option<Source> {
         if let Some(clip) = self.clips.get(name) {
             return Some(Source::Clip(clip.clone()));
         }
-        let (_, spec) = PLACEHOLDER_PROMPTS.iter().find(|(n, _)| *n == name)?;
+        if let Some(clip) = shipped_clips().get(name) {
+            return Some(Source::Clip(clip.clone()));
+        }
+        let (_, spec) = TONE_PROMPTS.iter().find(|(n, _)| *n == name)?;
         let cadence: Cadence = spec.parse().ok()?;
         Some(Source::Tone {
             cadence,
@@ -124,7 +172,7 @@ impl PromptLibrary {
         })
     }
 
-    /// Recorded prompts (placeholders not counted).
+    /// The admin's recorded prompts (the shipped ones not counted).
     pub fn len(&self) -> usize {
         self.clips.len()
     }
@@ -136,21 +184,98 @@ impl PromptLibrary {
 
 #[cfg(test)]
 mod tests {
-    use super::{valid_prompt_name, PromptLibrary, PLACEHOLDER_PROMPTS};
+    use super::{valid_prompt_name, PromptLibrary, SHIPPED_PROMPTS, TONE_PROMPTS};
+    use std::path::{Path, PathBuf};
     use switchboard_media::player::Source;
     use switchboard_media::tones::Cadence;
 
+    fn repo() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
     #[test]
-    fn placeholders_parse_and_play_once() {
-        for (name, spec) in PLACEHOLDER_PROMPTS {
+    fn tone_prompts_parse_and_play_once() {
+        for (name, spec) in TONE_PROMPTS {
             let c: Cadence = spec.parse().unwrap_or_else(|e| panic!("{name}: {e}"));
             // A prompt must end by itself, or the route would never go on.
             assert_eq!(c.repeat_from(), None, "{name} loops");
             assert!(valid_prompt_name(name));
         }
         let lib = PromptLibrary::default();
-        assert!(matches!(lib.source("closed"), Some(Source::Tone { .. })));
+        assert!(matches!(lib.source("beep"), Some(Source::Tone { .. })));
         assert!(lib.source("no-such-prompt").is_none());
+    }
+
+    #[test]
+    fn shipped_prompts_are_short_audible_telephone_speech() {
+        let lib = PromptLibrary::default();
+        for (name, bytes) in SHIPPED_PROMPTS {
+            assert!(valid_prompt_name(name), "{name}");
+            let clip =
+                switchboard_media::wav::read_wav(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(clip.rate, 8000, "{name}");
+            let seconds = clip.samples.len() as f64 / 8000.0;
+            assert!((0.2..15.0).contains(&seconds), "{name}: {seconds} s");
+            let peak = clip
+                .samples
+                .iter()
+                .map(|s| s.unsigned_abs())
+                .max()
+                .unwrap_or(0);
+            // generate.sh normalises to -3 dBFS: speech, not silence, not clipped.
+            assert!((16_000..32_000).contains(&peak), "{name}: peak {peak}");
+            match lib.source(name) {
+                Some(Source::Clip(c)) => assert_eq!(c.samples.len(), clip.samples.len()),
+                other => panic!("{name} should play the shipped speech: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_wav_under_prompts_is_shipped_and_nothing_else() {
+        let dir = repo().join("prompts");
+        let mut found = Vec::new();
+        let mut pending = vec![dir.clone()];
+        while let Some(d) = pending.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if path.extension().is_some_and(|x| x == "wav") {
+                    let rel = path.strip_prefix(&dir).unwrap().with_extension("");
+                    found.push(rel.to_str().unwrap().replace('\\', "/"));
+                }
+            }
+        }
+        found.sort();
+        let mut shipped: Vec<String> = SHIPPED_PROMPTS.iter().map(|(n, _)| n.to_string()).collect();
+        shipped.sort();
+        assert_eq!(
+            found, shipped,
+            "prompts/ and SHIPPED_PROMPTS must list the same files"
+        );
+    }
+
+    #[test]
+    fn every_prompt_the_default_dialplan_names_plays() {
+        let plan = std::fs::read_to_string(repo().join("dialplans/default.toml")).unwrap();
+        let lib = PromptLibrary::default();
+        let mut names = Vec::new();
+        for line in plan.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            for key in ["playback = \"", "prompt = \""] {
+                let mut rest = line;
+                while let Some(i) = rest.find(key) {
+                    rest = &rest[i + key.len()..];
+                    let end = rest.find('"').unwrap();
+                    names.push(rest[..end].to_string());
+                    rest = &rest[end..];
+                }
+            }
+        }
+        assert!(names.len() >= 5, "{names:?}");
+        for name in names {
+            assert!(lib.source(&name).is_some(), "{name} has no shipped prompt");
+        }
     }
 
     #[test]
@@ -172,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn recordings_load_from_the_tree_and_replace_placeholders() {
+    fn recordings_load_from_the_tree_and_replace_shipped_prompts() {
         let dir = std::env::temp_dir().join(format!("sb-prompts-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("ivr")).unwrap();
         let wav = switchboard_media::wav::write_wav(
@@ -188,11 +313,13 @@ mod tests {
         assert_eq!(lib.len(), 2);
         match lib.source("ivr/main-menu") {
             Some(Source::Clip(c)) => assert_eq!(c.samples.len(), 800),
-            other => panic!("the recording should replace the placeholder: {other:?}"),
+            other => panic!("the recording should replace the shipped prompt: {other:?}"),
         }
         assert!(matches!(lib.source("welcome"), Some(Source::Clip(_))));
         assert!(lib.source("broken").is_none());
-        assert!(matches!(lib.source("closed"), Some(Source::Tone { .. })));
+        // Names without a recording still play what is shipped.
+        assert!(matches!(lib.source("closed"), Some(Source::Clip(_))));
+        assert!(matches!(lib.source("beep"), Some(Source::Tone { .. })));
         assert!(PromptLibrary::load(&dir.join("missing")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -121,9 +121,14 @@ pub enum Playback {
     /// A music-on-hold class by name (`default` is always there: the generated piece).
     MusicOnHold { class: String },
     /// A prompt by name (`closed`, `ivr/main-menu`), played once: the runtime finds it in
-    /// its prompts directory or among the shipped placeholder tones. When it ends (or
-    /// cannot be played) the runtime reports `MediaEvent::PlaybackFinished` for the leg.
+    /// its prompts directory or among the prompts shipped with Switchboard. When it ends
+    /// (or cannot be played) the runtime reports `MediaEvent::PlaybackFinished` for the
+    /// leg.
     Prompt { name: String },
+    /// Prompts played one after another as one playback, without gaps (a number read out
+    /// digit by digit, see [`crate::say`]): one `PlaybackFinished` after the last. Names
+    /// that do not exist are left out; when none exists it finishes at once.
+    Prompts { names: Vec<String> },
 }
 
 /// What the runtime's media side reports to the engine.

@@ -497,6 +497,17 @@ impl MediaSession {
     /// or [`MediaSession::stop_playback`]. A looping source (music on hold) plays until
     /// stopped.
     pub fn play(&mut self, leg: Leg, source: Source, now: Instant) {
+        self.play_sequence(leg, vec![source], now);
+    }
+
+    /// Plays `sources` one after another toward `leg` as one playback (a number read out
+    /// digit by digit: "call parked at", "seven", "zero", "one"): without gaps between
+    /// them, replacing what plays there now, and reported by one
+    /// [`MediaEvent::PlaybackFinished`] after the last. An empty list plays nothing.
+    pub fn play_sequence(&mut self, leg: Leg, sources: Vec<Source>, now: Instant) {
+        if sources.is_empty() {
+            return;
+        }
         self.ensure_encoder(leg);
         let Some(rate) = self.legs[leg.index()]
             .encode
@@ -506,7 +517,9 @@ impl MediaSession {
             return; // no codec negotiated on that leg yet
         };
         let mut player = Player::new(rate);
-        player.play(source);
+        for source in sources {
+            player.play(source);
+        }
         self.legs[leg.index()].player = Some(player);
         if self.next_tick.is_none() {
             self.next_tick = Some(now + FRAME);
@@ -1808,6 +1821,57 @@ mod tests {
             (10..=12).contains(&sent),
             "a 200 ms prompt is 10 packets, sent {sent}"
         );
+    }
+
+    #[test]
+    fn a_sequence_plays_back_to_back_and_finishes_once_after_the_last() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        // 130 ms of 1 kHz, 70 ms of 500 Hz, 110 ms of 1 kHz: 310 ms, not whole frames.
+        let clip = |hz: f64, n: usize| {
+            Source::Clip(std::sync::Arc::new(crate::wav::Clip {
+                rate: 8000,
+                samples: tone(8000, hz, n, 0),
+            }))
+        };
+        s.play_sequence(
+            Leg::A,
+            vec![clip(1000.0, 1040), clip(500.0, 560), clip(1000.0, 880)],
+            t0,
+        );
+        let mut pcm = Vec::new();
+        let mut finished_at = Vec::new();
+        for i in 1..40u32 {
+            s.handle_timeout(t0 + FRAME * i);
+            while let Some(t) = s.poll_transmit() {
+                pcm.extend(g711::decode_ulaw(
+                    RtpPacket::parse(&t.data).unwrap().payload(),
+                ));
+            }
+            while let Some(e) = s.poll_event() {
+                if e == (MediaEvent::PlaybackFinished { leg: Leg::A }) {
+                    finished_at.push(i);
+                }
+            }
+        }
+        // One finish, with the frame that carries the last sample (frame 16 of 20 ms).
+        assert_eq!(finished_at, vec![16]);
+        assert!(!s.is_playing(Leg::A));
+        assert_eq!(pcm.len(), 16 * 160, "whole frames, the last padded");
+        // No gap: every 10 ms window up to the end of the third clip carries tone.
+        for (w, window) in pcm[..2480].chunks(80).enumerate() {
+            let peak = window.iter().map(|x| x.unsigned_abs()).max().unwrap();
+            assert!(peak > 1000, "window {w} is silent");
+        }
+        let (first, second) = (
+            frequency(&pcm[80..960], 8000),
+            frequency(&pcm[1120..1520], 8000),
+        );
+        assert!((first - 1000.0).abs() < 20.0, "first clip {first} Hz");
+        assert!((second - 500.0).abs() < 20.0, "second clip {second} Hz");
+        // Nothing to play: nothing starts, nothing finishes.
+        s.play_sequence(Leg::A, Vec::new(), t0);
+        assert!(!s.is_playing(Leg::A));
     }
 
     #[test]

@@ -24,7 +24,8 @@ use crate::{Input, Metrics};
 pub(crate) enum MediaControl {
     Command(MediaCommand),
     Record(RecordingSpec),
-    Play(Leg, Source),
+    /// Sources played one after another as one playback (one finish, after the last).
+    Play(Leg, Vec<Source>),
     /// A prompt that cannot be played: reported as finished at once, so the route goes
     /// on (in order with the commands before it).
     Skip(Leg),
@@ -112,30 +113,33 @@ impl MediaTasks {
     }
 
     /// What a playback request means here: an installed class, or the generated music; a
-    /// recorded or shipped prompt. `None`: a prompt that does not exist (logged once
-    /// per name).
-    fn source(&mut self, what: &Playback) -> Option<Source> {
+    /// recorded or shipped prompt; several prompts in a row. Empty: nothing to play (a
+    /// prompt that does not exist is logged once per name and left out).
+    fn sources(&mut self, what: &Playback) -> Vec<Source> {
         let start = StartAt::Random {
             seed: rand::random(),
         };
         match what {
-            Playback::MusicOnHold { class } => Some(match self.moh.get(class) {
+            Playback::MusicOnHold { class } => vec![match self.moh.get(class) {
                 Some(c) if !c.clips.is_empty() => Source::Moh {
                     class: c.clone(),
                     start,
                 },
                 _ => Source::DefaultMoh { start },
-            }),
-            Playback::Prompt { name } => {
-                let found = crate::prompts::valid_prompt_name(name)
-                    .then(|| self.prompts.source(name))
-                    .flatten();
-                if found.is_none() && self.missing_prompts.insert(name.clone()) {
-                    tracing::warn!(prompt = %name, "prompt not found (no such file in the prompts directory and none shipped); skipped");
-                }
-                found
-            }
+            }],
+            Playback::Prompt { name } => self.prompt(name).into_iter().collect(),
+            Playback::Prompts { names } => names.iter().filter_map(|n| self.prompt(n)).collect(),
         }
+    }
+
+    fn prompt(&mut self, name: &str) -> Option<Source> {
+        let found = crate::prompts::valid_prompt_name(name)
+            .then(|| self.prompts.source(name))
+            .flatten();
+        if found.is_none() && self.missing_prompts.insert(name.to_string()) {
+            tracing::warn!(prompt = %name, "prompt not found (no such file in the prompts directory and none shipped); skipped");
+        }
+        found
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -176,9 +180,11 @@ impl MediaTasks {
                 self.tasks.remove(&call);
             }
             MediaCommand::Play { call, leg, what } => {
-                let control = match self.source(&what) {
-                    Some(source) => MediaControl::Play(leg, source),
-                    None => MediaControl::Skip(leg),
+                let sources = self.sources(&what);
+                let control = if sources.is_empty() {
+                    MediaControl::Skip(leg)
+                } else {
+                    MediaControl::Play(leg, sources)
                 };
                 if let Some(tx) = self.tasks.get(&call) {
                     let _ = tx.send(control);
@@ -397,9 +403,11 @@ async fn run_call_media(
                         session.configure_leg(leg, cfg, Instant::now());
                     }
                 }
-                Some(MediaControl::Play(leg, source)) => {
-                    let once = matches!(source, Source::Clip(_) | Source::Tone { .. });
-                    session.play(leg, source, Instant::now());
+                Some(MediaControl::Play(leg, sources)) => {
+                    let once = sources
+                        .iter()
+                        .all(|s| matches!(s, Source::Clip(_) | Source::Tone { .. }));
+                    session.play_sequence(leg, sources, Instant::now());
                     if once && !session.is_playing(leg) {
                         // No codec on the leg yet: nothing will play, nor ever finish.
                         tracing::info!(call, ?leg, "prompt not playable (no codec on the leg); skipped");

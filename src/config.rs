@@ -264,6 +264,8 @@ struct FeaturesSection {
     park_extension: Option<Spanned<String>>,
     park_slots: Option<Spanned<String>>,
     park_timeout: Option<Spanned<i64>>,
+    park_code: Option<Spanned<String>>,
+    feature_digit_timeout_ms: Option<Spanned<i64>>,
     auto_answer: Option<Spanned<String>>,
 }
 
@@ -754,6 +756,24 @@ fn apply_file(cfg: &mut Config, path: &Path, text: &str) -> Result<(), ConfigErr
         cfg.features.park_timeout =
             Duration::from_secs(ctx.ranged(v, "features.park_timeout", 1, 86_400)?);
     }
+    if let Some(v) = &f.park_code {
+        if !switchboard_core::feature_code::valid_feature_code(v.get_ref()) {
+            return Err(ctx.err(
+                v.span(),
+                "features.park_code",
+                "must be up to 8 keypad keys (0-9 * # A-D), or empty to disable it",
+            ));
+        }
+        cfg.features.park_code = v.get_ref().clone();
+    }
+    if let Some(v) = &f.feature_digit_timeout_ms {
+        cfg.features.feature_digit_timeout = Duration::from_millis(ctx.ranged(
+            v,
+            "features.feature_digit_timeout_ms",
+            100,
+            10_000,
+        )?);
+    }
     if let Some(v) = &f.auto_answer {
         cfg.features.auto_answer = switchboard_core::AutoAnswerProfile::parse(v.get_ref())
             .ok_or_else(|| {
@@ -939,6 +959,30 @@ mod tests {
         assert!(e.to_string().contains("not all conference rooms"), "{e}");
         let e = load_text("[media]\nanchor = false\n[conference]\nrooms = \"800\"\n").unwrap_err();
         assert!(e.to_string().contains("media anchoring"), "{e}");
+    }
+
+    #[test]
+    fn park_code_and_its_digit_timeout() {
+        let cfg = load_text("").unwrap();
+        assert_eq!(cfg.features.park_code, "#72");
+        assert_eq!(cfg.features.feature_digit_timeout, Duration::from_secs(1));
+        let cfg = load_text("[features]\npark_code = \"*88\"\nfeature_digit_timeout_ms = 2500\n")
+            .unwrap();
+        assert_eq!(cfg.features.park_code, "*88");
+        assert_eq!(
+            cfg.features.feature_digit_timeout,
+            Duration::from_millis(2500)
+        );
+        let cfg = load_text("[features]\npark_code = \"\"\n").unwrap();
+        assert_eq!(cfg.features.park_code, "", "empty disables it");
+        let e = load_text("[features]\npark_code = \"park\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("sb.toml:2:13: features.park_code: "),
+            "{e}"
+        );
+        let e = load_text("[features]\nfeature_digit_timeout_ms = 0\n").unwrap_err();
+        assert!(e.to_string().contains("out of range (100 to 10000)"), "{e}");
     }
 
     #[test]

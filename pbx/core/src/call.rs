@@ -198,6 +198,13 @@ pub(crate) struct Call {
     /// Our offer to the callee side (anchored), reused by every dial step.
     pub(crate) callee_offer: Option<Vec<u8>>,
     pub(crate) max_forwards: u32,
+    /// The caller side's party called in through a trunk (its keys are never feature
+    /// codes); false once a user takes that side.
+    pub(crate) a_from_trunk: bool,
+    /// Each side's recent key presses, watched for in-call feature codes.
+    pub(crate) code_watch: [crate::feature_code::CodeWatch; 2],
+    /// An announcement playing to one side (the park slot), and what follows it.
+    pub(crate) announcement: Option<crate::say::Announcement>,
 }
 
 impl Call {
@@ -245,6 +252,9 @@ impl Call {
             step_start: 0,
             callee_offer: None,
             max_forwards: 70,
+            a_from_trunk: false,
+            code_watch: Default::default(),
+            announcement: None,
         }
     }
 
@@ -646,6 +656,7 @@ impl Engine {
         call.plan = Some(Box::new(plan_state));
         call.callee_offer = callee_offer;
         call.max_forwards = max_forwards;
+        call.a_from_trunk = from_trunk.is_some();
         self.calls.insert(call_key, call);
         self.run_step(call_key, first, now);
     }
@@ -1471,6 +1482,12 @@ impl Engine {
                     self.ivr_digit(key, d.digit, now);
                     return;
                 }
+                if self.feature_digit(key, usize::from(!from_a), d.digit, now) {
+                    // The key completed a feature code: the sender is being parked away
+                    // from the other party, so this last key is not relayed.
+                    self.reply_in_dialog(id, &req, 200, now);
+                    return;
+                }
             }
         }
         if req.method == Method::Refer {
@@ -1684,6 +1701,12 @@ impl Engine {
     /// Sends BYE on every confirmed leg and ends the call.
     pub(crate) fn hang_up_both(&mut self, key: u64, now: Instant) {
         self.cancel_ring(key, now);
+        // A parker still hearing its slot is not on a side any more: BYE it too.
+        if let Some(a) = self.calls.get_mut(&key).and_then(|c| c.announcement.take()) {
+            if let crate::say::AfterAnnouncement::Release { dialog } = a.then {
+                self.bye_released(key, &dialog, now);
+            }
+        }
         let local = self.config.local.clone();
         let Some(call) = self.calls.get_mut(&key) else {
             return;

@@ -438,9 +438,13 @@ impl Engine {
                 if leg == switchboard_media::relay::Leg::A {
                     self.ivr_digit(call, digit.digit, now);
                 }
+                let side = usize::from(leg == switchboard_media::relay::Leg::B);
+                self.feature_digit(call, side, digit.digit, now);
             }
             MediaNotice::Session(MediaEvent::PlaybackFinished { leg }) => {
-                self.ivr_playback_finished(call, leg, now);
+                if !self.announcement_finished(call, leg, now) {
+                    self.ivr_playback_finished(call, leg, now);
+                }
             }
             MediaNotice::Session(other) => {
                 tracing::debug!(call, event = ?other, "media");

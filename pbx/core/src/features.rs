@@ -33,6 +33,11 @@ use crate::registrar::Binding;
 pub struct FeatureConfig {
     /// Dialled, or transferred to, to park in the first free slot.
     pub park_extension: String,
+    /// Pressed during a bridged call, parks the other party (see `feature_code`); empty
+    /// disables it.
+    pub park_code: String,
+    /// The longest pause between two keys of an in-call feature code.
+    pub feature_digit_timeout: Duration,
     /// Park slots, inclusive; a parked call is retrieved by dialling its slot.
     pub park_slots: (u32, u32),
     /// How long a call stays parked before the parker's devices are rung back.
@@ -45,6 +50,9 @@ impl Default for FeatureConfig {
     fn default() -> FeatureConfig {
         FeatureConfig {
             park_extension: "700".into(),
+            // Asterisk's conventional parkcall code (features.conf); its digit timeout.
+            park_code: "#72".into(),
+            feature_digit_timeout: Duration::from_millis(1000),
             park_slots: (701, 720),
             park_timeout: Duration::from_secs(45),
             auto_answer: AutoAnswerProfile::Standard,
@@ -344,6 +352,8 @@ impl Engine {
         if side == 0 {
             call.a = dialog;
             call.a_present = true;
+            // Parties put on a side are users' devices (retrieve, Replaces, a ring).
+            call.a_from_trunk = false;
         } else {
             let b = branch.unwrap_or(Branch {
                 tx: None,
@@ -397,6 +407,34 @@ impl Engine {
             .insert((d.call_id.clone(), d.local_tag.clone()), key);
         if let Some(call) = self.calls.get_mut(&key) {
             call.released.push(d);
+        }
+    }
+
+    /// Takes the parker off `side` but keeps its dialog (still mapped to the call) in
+    /// `released`, where its requests are answered and a BYE can end it later. Returns
+    /// the dialog's (Call-ID, our tag).
+    pub(crate) fn take_parker(&mut self, key: u64, side: usize) -> Option<(String, String)> {
+        let d = self.take_side(key, side)?;
+        let id = (d.call_id.clone(), d.local_tag.clone());
+        self.calls.get_mut(&key)?.released.push(d);
+        Some(id)
+    }
+
+    /// Sends BYE in a dialog kept in `released` (a parker that heard its slot); nothing
+    /// when that party already hung up.
+    pub(crate) fn bye_released(&mut self, key: u64, dialog: &(String, String), now: Instant) {
+        let local = self.config.local.clone();
+        let Some(d) = self.calls.get_mut(&key).and_then(|c| {
+            c.released
+                .iter_mut()
+                .find(|d| d.call_id == dialog.0 && d.local_tag == dialog.1)
+        }) else {
+            return;
+        };
+        let bye = d.request(Method::Bye, &local, &new_branch());
+        let target = d.target;
+        if let Some(tx) = self.send_request(bye, target, now) {
+            self.client_roles.insert(tx, (key, ClientRole::Own));
         }
     }
 
@@ -459,7 +497,10 @@ impl Engine {
                 self.reply_in_dialog(id, req, 200, now);
                 if let Some(call) = self.calls.get_mut(&key) {
                     let d = call.released.remove(index);
-                    self.unmap_dialog(key, &(d.call_id, d.local_tag));
+                    let dialog = (d.call_id, d.local_tag);
+                    // A parker that hangs up before its announcement ends.
+                    self.forget_announcement_of(key, &dialog);
+                    self.unmap_dialog(key, &dialog);
                 }
             }
             Method::Notify | Method::Info => self.reply_in_dialog(id, req, 200, now),
@@ -1402,10 +1443,12 @@ impl Engine {
         }
     }
 
-    fn unpark(&mut self, key: u64, _now: Instant) {
+    fn unpark(&mut self, key: u64, now: Instant) {
         if let Some(p) = self.calls.get_mut(&key).and_then(|c| c.parked.take()) {
             self.parking.remove(&p.slot);
         }
+        // A parker still hearing the slot is released now: its side has a new party.
+        self.end_announcement(key, now);
     }
 
     /// A ring or park deadline of an established call.
@@ -1445,6 +1488,9 @@ impl Engine {
         if p.deadline > now {
             return;
         }
+        // A parker still hearing its slot (a park timeout shorter than the announcement)
+        // is released before its devices are rung back.
+        self.end_announcement(key, now);
         let parker = p.parker.clone();
         let rung = parker.as_deref().map(|parker| {
             self.start_ring(
@@ -1711,7 +1757,16 @@ impl Engine {
             }
         }
         let to_side = 1 - consult_party_side;
-        if !self.side_present(key, side) || !self.side_present(consult, consult_party_side) {
+        // The consultation call may be the transferor parked in a slot (it dialled the
+        // park extension and heard the slot): the moving party takes its place there.
+        let into_park = self
+            .calls
+            .get(&consult)
+            .and_then(|c| c.parked.as_ref())
+            .is_some_and(|p| p.side == to_side);
+        if !self.side_present(key, side)
+            || !(self.side_present(consult, consult_party_side) || into_park)
+        {
             return Err(CommandError::Conflict(
                 "a party of the transfer is gone".into(),
             ));
@@ -1803,6 +1858,9 @@ impl Engine {
             },
         );
         self.reconnect(to, 1 - to_side, now);
+        // Into a parked call (the transferor had dialled the park extension and heard the
+        // slot): the rest of the announcement is not for the newcomer, music is.
+        self.end_announcement(to, now);
         // The original call: the transferor is released (its late BYE is answered by the
         // consultation call, which takes over its dialog), then the call ends.
         if let Some(t) = self.take_side(from, 1 - side) {

@@ -1,5 +1,5 @@
 //! The caller talks to Switchboard itself: a route answers the call, waits, plays
-//! prompts, runs menus (the IVR), or parks the caller. The answered call keeps its callee
+//! prompts, runs menus (the IVR), or parks the caller (who hears its slot, see `say`). The answered call keeps its callee
 //! side empty until a later dial step rings someone (`features::start_ring_users`).
 //!
 //! Prompts play through the runtime (`MediaCommand::Play` with [`Playback::Prompt`]), one
@@ -120,7 +120,13 @@ impl Engine {
         }
         let by = self.calls.get(&key).map(|c| c.caller.clone());
         match self.park(key, 0, slot, by, now) {
-            Ok(slot) => tracing::info!(call = key, %slot, "caller parked itself"),
+            Ok(slot) => {
+                tracing::info!(call = key, %slot, "caller parked itself");
+                // It hears its slot, then music. A phone making an attended transfer to
+                // the park extension learns the slot this way before it completes the
+                // transfer (the transferee then takes its place in the slot).
+                self.announce_park(key, 0, &slot, crate::say::AfterAnnouncement::Music, now);
+            }
             Err(e) => {
                 tracing::info!(call = key, error = %e, "cannot park");
                 self.hang_up_both(key, now);

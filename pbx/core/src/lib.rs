@@ -10,12 +10,14 @@ pub mod conference;
 pub mod dialog;
 pub mod directory;
 mod engine;
+pub mod feature_code;
 pub mod features;
 mod ivr;
 pub mod media;
 pub mod plan;
 pub mod ports;
 pub mod registrar;
+pub mod say;
 pub mod target;
 pub mod trunk;
 

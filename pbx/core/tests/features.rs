@@ -1,15 +1,17 @@
 //! Call features in simulated time, media anchored: blind transfer (REFER), park and
 //! retrieve, park timeout ring-back, attended transfer (REFER with Replaces, INVITE with
-//! Replaces), and the call-control commands (originate with auto-answer, hold, mute, park,
-//! retrieve, hang up, and their refusals).
+//! Replaces), the park feature code during a call (#72: the other party parked, the
+//! parker told the slot then released), and the call-control commands (originate with
+//! auto-answer, hold, mute, park, retrieve, hang up, and their refusals).
 
 mod support;
 
-use switchboard_core::media::{MediaCommand, Playback};
+use switchboard_core::media::{MediaCommand, MediaNotice, Playback};
 use switchboard_core::{
     CallHistory, Command, CommandError, CommandReply, EngineEvent, Party, TransferKind,
 };
-use switchboard_media::relay::Leg;
+use switchboard_media::dtmf::{DtmfDigit, DtmfSource};
+use switchboard_media::relay::{Leg, MediaEvent};
 use switchboard_sip::{HeaderName, Method, Request};
 
 use support::{secs, Net, PhoneId, SDP_ANSWER};
@@ -720,4 +722,545 @@ fn a_transfer_completing_before_the_callers_ack_keeps_the_new_party() {
         p.net.wire_log()
     );
     assert_eq!(p.net.engine.stats().active_calls, 1);
+}
+
+// ----- park by in-call feature code (#72) ------------------------------------------------
+
+/// The call's key (the engine's id) of the last call started.
+fn last_call(p: &Pbx) -> u64 {
+    p.net
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            EngineEvent::CallStarted { call, .. } => Some(*call),
+            _ => None,
+        })
+        .expect("a call started")
+}
+
+/// A key pressed by the party on `leg`, reported by the media as the runtime does.
+fn press(p: &mut Pbx, key: u64, leg: Leg, digit: char) {
+    let now = p.net.now;
+    p.net.engine.handle_media_notice(
+        key,
+        MediaNotice::Session(MediaEvent::Dtmf {
+            leg,
+            digit: DtmfDigit {
+                digit,
+                duration_ms: 100,
+                source: DtmfSource::Rfc4733,
+            },
+        }),
+        now,
+    );
+    p.net.settle();
+}
+
+/// Keys pressed `gap_ms` apart (simulated time).
+fn type_keys(p: &mut Pbx, key: u64, leg: Leg, keys: &str, gap_ms: u64) {
+    for k in keys.chars() {
+        press(p, key, leg, k);
+        p.net.advance(std::time::Duration::from_millis(gap_ms));
+    }
+}
+
+/// What the runtime reports when what played toward `leg` ended.
+fn finished(p: &mut Pbx, key: u64, leg: Leg) {
+    let now = p.net.now;
+    p.net.engine.handle_media_notice(
+        key,
+        MediaNotice::Session(MediaEvent::PlaybackFinished { leg }),
+        now,
+    );
+    p.net.settle();
+}
+
+fn parked(p: &mut Pbx) -> Vec<switchboard_core::command::ParkedInfo> {
+    match p.net.command(Command::ListParked).unwrap() {
+        CommandReply::Parked(v) => v,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn announcement(slot: &[&str]) -> Playback {
+    let mut names = vec!["call-parked-at".to_string(), "slot".to_string()];
+    names.extend(slot.iter().map(|d| format!("digits/{d}")));
+    Playback::Prompts { names }
+}
+
+/// 103 dials `slot`; returns its Call-ID after the 200.
+fn retrieve(p: &mut Pbx, slot: &str) -> String {
+    let p103 = p.p103;
+    let invite = p.net.phone(p103).invite(slot);
+    let id = invite.call_id().unwrap().to_string();
+    let tx = p.net.send_authenticated(p103, invite);
+    let ok = p.net.phone(p103).final_response(tx).unwrap();
+    assert_eq!(ok.status, 200, "{}", p.net.wire_log());
+    assert!(String::from_utf8_lossy(&ok.body).contains("m=audio"));
+    id
+}
+
+#[test]
+fn the_park_code_parks_the_other_party_tells_the_slot_then_releases_the_parker() {
+    let mut p = pbx();
+    let (p101, p102) = (p.p101, p.p102);
+    let (a_id, b_id) = call(&mut p, p101, "102", p102);
+    let key = last_call(&p);
+    // 102 (the agent) presses #72 during the call.
+    type_keys(&mut p, key, Leg::B, "#7", 300);
+    assert!(history(&p).is_empty(), "nothing before the last key");
+    press(&mut p, key, Leg::B, '2');
+    assert_eq!(
+        history(&p),
+        vec![CallHistory::Parked {
+            party: Party::Caller,
+            slot: "701".into(),
+            by: Some("102".into()),
+        }]
+    );
+    let media = media_commands(&p);
+    // The parked caller hears music; the parker hears its slot read out.
+    assert!(media.contains(&MediaCommand::Play {
+        call: key,
+        leg: Leg::A,
+        what: Playback::MusicOnHold {
+            class: "default".into()
+        },
+    }));
+    assert_eq!(
+        media.last(),
+        Some(&MediaCommand::Play {
+            call: key,
+            leg: Leg::B,
+            what: announcement(&["7", "0", "1"]),
+        })
+    );
+    let list = parked(&mut p);
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].slot.as_str(), list[0].parked.as_str()),
+        ("701", "101")
+    );
+    assert_eq!(list[0].parker.as_deref(), Some("102"));
+    // Nobody is hung up while the announcement plays, however long it is.
+    p.net.advance(secs(10));
+    assert!(got(&mut p, p102, Method::Bye, &b_id).is_empty());
+    assert!(got(&mut p, p101, Method::Bye, &a_id).is_empty());
+    // The caller's leg ending its music changes nothing; the parker's announcement
+    // ending releases the parker.
+    finished(&mut p, key, Leg::A);
+    assert!(got(&mut p, p102, Method::Bye, &b_id).is_empty());
+    finished(&mut p, key, Leg::B);
+    assert_eq!(
+        got(&mut p, p102, Method::Bye, &b_id).len(),
+        1,
+        "{}",
+        p.net.wire_log()
+    );
+    assert!(got(&mut p, p101, Method::Bye, &a_id).is_empty());
+    assert_eq!(p.net.engine.stats().active_calls, 1);
+    // A late finish, or more keys from the caller, do nothing more.
+    finished(&mut p, key, Leg::B);
+    type_keys(&mut p, key, Leg::A, "#72", 100);
+    assert_eq!(got(&mut p, p102, Method::Bye, &b_id).len(), 1);
+    assert_eq!(parked(&mut p).len(), 1);
+
+    // 103 dials the slot and takes the parked caller.
+    let r_id = retrieve(&mut p, "701");
+    assert!(media_commands(&p).contains(&MediaCommand::StopPlayback {
+        call: key,
+        leg: Leg::A
+    }));
+    assert!(history(&p).contains(&CallHistory::Retrieved {
+        slot: "701".into(),
+        by: "103".into()
+    }));
+    assert!(parked(&mut p).is_empty());
+    assert!(got(&mut p, p101, Method::Bye, &a_id).is_empty());
+    // 103 hangs up: the caller gets BYE, the call is over.
+    let p103 = p.p103;
+    let bye = p.net.phone(p103).in_dialog(&r_id, Method::Bye);
+    p.net.send(p103, bye);
+    assert_eq!(got(&mut p, p101, Method::Bye, &a_id).len(), 1);
+    assert_eq!(p.net.engine.stats().active_calls, 0);
+    assert!(p.net.run_to_quiet(secs(120)));
+}
+
+#[test]
+fn the_park_code_needs_its_keys_in_time_and_works_from_either_side() {
+    let mut p = pbx();
+    let (p101, p102) = (p.p101, p.p102);
+    let (a_id, b_id) = call(&mut p, p101, "102", p102);
+    let key = last_call(&p);
+    // Too slow (1.5 s between keys), or another code: the call goes on untouched.
+    type_keys(&mut p, key, Leg::B, "#72", 1500);
+    type_keys(&mut p, key, Leg::B, "#73", 200);
+    // Half the code from each party is no code.
+    type_keys(&mut p, key, Leg::B, "#7", 200);
+    type_keys(&mut p, key, Leg::A, "2", 200);
+    assert!(history(&p).is_empty());
+    assert!(parked(&mut p).is_empty());
+    // The caller presses it (after other keys): the callee is parked.
+    type_keys(&mut p, key, Leg::A, "55#72", 200);
+    assert_eq!(
+        history(&p),
+        vec![CallHistory::Parked {
+            party: Party::Callee,
+            slot: "701".into(),
+            by: Some("101".into()),
+        }]
+    );
+    assert!(media_commands(&p).contains(&MediaCommand::Play {
+        call: key,
+        leg: Leg::A,
+        what: announcement(&["7", "0", "1"]),
+    }));
+    finished(&mut p, key, Leg::A);
+    assert_eq!(got(&mut p, p101, Method::Bye, &a_id).len(), 1);
+    assert!(got(&mut p, p102, Method::Bye, &b_id).is_empty());
+    assert_eq!(parked(&mut p)[0].parked, "102");
+}
+
+#[test]
+fn the_park_code_by_sip_info_and_the_next_free_slot() {
+    let mut p = pbx();
+    let (p101, p102, p103) = (p.p101, p.p102, p.p103);
+    // A first call is parked in 701 by transfer; the code then uses 702.
+    let (_, b1) = call(&mut p, p101, "102", p102);
+    assert_eq!(
+        refer(&mut p, p102, &b1, "<sip:700@example.test>"),
+        vec![202]
+    );
+    let (a2, b2) = call(&mut p, p102, "103", p103);
+    let mut statuses = Vec::new();
+    for k in ["#", "7", "2"] {
+        let mut info = p.net.phone(p103).in_dialog(&b2, Method::Info);
+        info.set_body(
+            format!("Signal={k}\r\nDuration=160\r\n").into_bytes(),
+            Some("application/dtmf-relay"),
+        );
+        let relayed = got(&mut p, p102, Method::Info, &a2).len();
+        let tx = p.net.send(p103, info);
+        // 102's phone answers what was relayed to it; that answer goes back to 103.
+        if got(&mut p, p102, Method::Info, &a2).len() > relayed {
+            let (id, _) = p.net.phone(p102).last_request(Method::Info);
+            p.net.respond(p102, id.unwrap(), 200, None);
+        }
+        statuses.extend(p.net.phone(p103).statuses(tx));
+        p.net.advance(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(statuses, vec![200, 200, 200]);
+    // The first two keys were relayed to 102; the one completing the code was not.
+    assert_eq!(got(&mut p, p102, Method::Info, &a2).len(), 2);
+    assert!(history(&p).contains(&CallHistory::Parked {
+        party: Party::Caller,
+        slot: "702".into(),
+        by: Some("103".into()),
+    }));
+    let key = last_call(&p);
+    assert!(media_commands(&p).contains(&MediaCommand::Play {
+        call: key,
+        leg: Leg::B,
+        what: announcement(&["7", "0", "2"]),
+    }));
+    finished(&mut p, key, Leg::B);
+    assert_eq!(got(&mut p, p103, Method::Bye, &b2).len(), 1);
+    assert!(got(&mut p, p102, Method::Bye, &a2).is_empty());
+    let slots: Vec<String> = parked(&mut p).into_iter().map(|i| i.slot).collect();
+    assert_eq!(slots, ["701", "702"]);
+}
+
+#[test]
+fn a_parker_may_hang_up_during_the_announcement_or_be_cut_short_by_a_retrieve() {
+    let mut p = pbx();
+    let (p101, p102) = (p.p101, p.p102);
+    // The parker hangs up while its slot is read out: the caller stays parked.
+    let (a_id, b_id) = call(&mut p, p101, "102", p102);
+    let key = last_call(&p);
+    type_keys(&mut p, key, Leg::B, "#72", 100);
+    let bye = p.net.phone(p102).in_dialog(&b_id, Method::Bye);
+    let tx = p.net.send(p102, bye);
+    assert_eq!(p.net.phone(p102).statuses(tx), vec![200]);
+    assert!(media_commands(&p).contains(&MediaCommand::StopPlayback {
+        call: key,
+        leg: Leg::B
+    }));
+    finished(&mut p, key, Leg::B);
+    assert!(
+        got(&mut p, p102, Method::Bye, &b_id).is_empty(),
+        "no BYE of ours"
+    );
+    assert!(got(&mut p, p101, Method::Bye, &a_id).is_empty());
+    assert_eq!(parked(&mut p).len(), 1);
+    // 103 retrieves it.
+    let r1 = retrieve(&mut p, "701");
+
+    // Retrieved before the announcement ends: the parker is released at once.
+    let (a2, b2) = call(&mut p, p101, "102", p102);
+    let key2 = last_call(&p);
+    type_keys(&mut p, key2, Leg::B, "#72", 100);
+    assert!(got(&mut p, p102, Method::Bye, &b2).is_empty());
+    let p103 = p.p103;
+    // 701 is free again: the second call was parked there.
+    let r2 = retrieve(&mut p, "701");
+    assert_eq!(got(&mut p, p102, Method::Bye, &b2).len(), 1);
+    assert!(media_commands(&p).contains(&MediaCommand::StopPlayback {
+        call: key2,
+        leg: Leg::B
+    }));
+    // A finish reported after that is stale: nothing more happens.
+    finished(&mut p, key2, Leg::B);
+    assert_eq!(got(&mut p, p102, Method::Bye, &b2).len(), 1);
+    assert!(got(&mut p, p101, Method::Bye, &a2).is_empty());
+    for r in [r1, r2] {
+        let bye = p.net.phone(p103).in_dialog(&r, Method::Bye);
+        p.net.send(p103, bye);
+    }
+    assert_eq!(p.net.engine.stats().active_calls, 0);
+
+    // The parked party hangs up during the announcement: the parker gets BYE too.
+    let (a3, b3) = call(&mut p, p101, "102", p102);
+    let key3 = last_call(&p);
+    type_keys(&mut p, key3, Leg::B, "#72", 100);
+    let bye = p.net.phone(p101).in_dialog(&a3, Method::Bye);
+    p.net.send(p101, bye);
+    assert_eq!(got(&mut p, p102, Method::Bye, &b3).len(), 1);
+    assert_eq!(p.net.engine.stats().active_calls, 0);
+    assert!(p.net.run_to_quiet(secs(120)));
+}
+
+#[test]
+fn a_call_parked_by_code_rings_the_parker_back_at_the_timeout() {
+    let mut p = pbx();
+    let (p101, p102) = (p.p101, p.p102);
+    let (a_id, b_id) = call(&mut p, p101, "102", p102);
+    let key = last_call(&p);
+    type_keys(&mut p, key, Leg::B, "#72", 100);
+    finished(&mut p, key, Leg::B);
+    assert_eq!(got(&mut p, p102, Method::Bye, &b_id).len(), 1);
+    let invites = p.net.phone(p102).count(Method::Invite);
+    p.net.advance(secs(46));
+    assert_eq!(p.net.phone(p102).count(Method::Invite), invites + 1);
+    let (id, inv) = p.net.phone(p102).last_request(Method::Invite);
+    assert!(inv.from().unwrap().uri.to_string().contains("101@"));
+    p.net.respond(p102, id.unwrap(), 200, Some(SDP_ANSWER));
+    assert!(history(&p).contains(&CallHistory::Retrieved {
+        slot: "701".into(),
+        by: "102".into()
+    }));
+    assert!(got(&mut p, p101, Method::Bye, &a_id).is_empty());
+    assert!(parked(&mut p).is_empty());
+}
+
+#[test]
+fn no_park_code_when_disabled_or_without_a_free_slot() {
+    // Disabled: the keys are only relayed.
+    let mut cfg = support::config(vec![switchboard_sip::digest::Algorithm::Md5]);
+    cfg.media = Some(
+        switchboard_core::media::MediaConfig::new("127.0.0.1".into(), 30_000, 30_999, secs(60))
+            .unwrap(),
+    );
+    cfg.features.park_code = String::new();
+    cfg.features.park_slots = (701, 701);
+    let mut net = support::Net::new(
+        cfg.clone(),
+        vec![
+            support::user("101", None, "secret-101"),
+            support::user("102", None, "secret-102"),
+            support::user("103", None, "secret-103"),
+        ],
+    );
+    let p101 = net.add_phone("101", "secret-101", 5061);
+    let p102 = net.add_phone("102", "secret-102", 5071);
+    let p103 = net.add_phone("103", "secret-103", 5081);
+    for ph in [p101, p102, p103] {
+        assert_eq!(net.register(ph, 3600).status, 200);
+    }
+    let mut p = Pbx {
+        net,
+        p101,
+        p102,
+        p103,
+    };
+    call(&mut p, p101, "102", p102);
+    let key = last_call(&p);
+    type_keys(&mut p, key, Leg::B, "#72", 100);
+    assert!(history(&p).is_empty());
+
+    // Enabled, one slot, taken: the call goes on as it was.
+    p.net.engine = switchboard_core::Engine::new(
+        {
+            let mut c = cfg;
+            c.features.park_code = "#72".into();
+            c
+        },
+        switchboard_core::Directory::new(vec![
+            support::user("101", None, "secret-101"),
+            support::user("102", None, "secret-102"),
+            support::user("103", None, "secret-103"),
+        ]),
+        p.net.now,
+        support::START_UNIX,
+    );
+    p.net.events.clear();
+    for ph in [p101, p102, p103] {
+        assert_eq!(p.net.register(ph, 3600).status, 200);
+    }
+    let (_, b1) = call(&mut p, p101, "102", p102);
+    assert_eq!(
+        refer(&mut p, p102, &b1, "<sip:700@example.test>"),
+        vec![202]
+    );
+    let (a2, b2) = call(&mut p, p101, "103", p103);
+    let key = last_call(&p);
+    type_keys(&mut p, key, Leg::B, "#72", 100);
+    assert_eq!(parked(&mut p).len(), 1);
+    assert!(!media_commands(&p)
+        .iter()
+        .any(|m| matches!(m, MediaCommand::Play { call, .. } if *call == key)));
+    assert!(got(&mut p, p103, Method::Bye, &b2).is_empty());
+    assert!(got(&mut p, p101, Method::Bye, &a2).is_empty());
+}
+
+/// The park extension routed the way the shipped dialplan does (`700` parks the caller);
+/// everyone else by name.
+#[derive(Debug)]
+struct ParkPlan;
+
+impl switchboard_core::Router for ParkPlan {
+    fn route(&self, q: &switchboard_core::RouteQuery<'_>) -> switchboard_core::RouteDecision {
+        match q.dialled {
+            "700" => {
+                switchboard_core::RouteDecision::Actions(vec![switchboard_core::CallAction::Park {
+                    slot: None,
+                }])
+            }
+            user => switchboard_core::RouteDecision::User(user.to_string()),
+        }
+    }
+}
+
+#[test]
+fn attended_transfer_to_the_park_extension_tells_the_slot_first() {
+    let mut p = pbx();
+    p.net.engine.set_router(Box::new(ParkPlan));
+    let (p101, p102) = (p.p101, p.p102);
+    // 101 (a customer) called 102 (the agent); the agent calls 700 to learn a slot.
+    let (a1, b1) = call(&mut p, p101, "102", p102);
+    let invite = p.net.phone(p102).invite("700");
+    let a2 = invite.call_id().unwrap().to_string();
+    let tx = p.net.send_authenticated(p102, invite);
+    assert_eq!(
+        p.net.phone(p102).final_response(tx).unwrap().status,
+        200,
+        "{}",
+        p.net.wire_log()
+    );
+    let park_call = last_call(&p);
+    assert!(history(&p).contains(&CallHistory::Parked {
+        party: Party::Caller,
+        slot: "701".into(),
+        by: Some("102".into()),
+    }));
+    // It hears the slot (music follows when the announcement ends).
+    assert_eq!(
+        media_commands(&p).last(),
+        Some(&MediaCommand::Play {
+            call: park_call,
+            leg: Leg::A,
+            what: announcement(&["7", "0", "1"]),
+        })
+    );
+    // Then it completes the transfer: REFER in the customer's call, Replaces naming
+    // its own dialog with the park extension.
+    let leg = p.net.phone(p102).legs[&a2].clone();
+    let replaces = format!(
+        "{}%3Bto-tag%3D{}%3Bfrom-tag%3D{}",
+        a2.replace('@', "%40"),
+        leg.remote_tag.clone().unwrap(),
+        leg.local_tag
+    );
+    let statuses = refer(
+        &mut p,
+        p102,
+        &b1,
+        &format!("<sip:700@example.test?Replaces={replaces}>"),
+    );
+    assert_eq!(statuses, vec![202], "{}", p.net.wire_log());
+    // The customer is re-INVITEd toward the parked call's ports and accepts.
+    let (id, _) = p.net.phone(p101).last_request(Method::Invite);
+    p.net.respond(p101, id.unwrap(), 200, Some(SDP_ANSWER));
+    // The agent's two legs are released; the customer waits in 701, hearing music at
+    // once (the rest of the announcement was the agent's).
+    assert_eq!(got(&mut p, p102, Method::Bye, &b1).len(), 1);
+    assert_eq!(got(&mut p, p102, Method::Bye, &a2).len(), 1);
+    assert!(got(&mut p, p101, Method::Bye, &a1).is_empty());
+    assert_eq!(
+        media_commands(&p)
+            .into_iter()
+            .rev()
+            .find(|m| m.call() == park_call),
+        Some(MediaCommand::Play {
+            call: park_call,
+            leg: Leg::A,
+            what: Playback::MusicOnHold {
+                class: "default".into()
+            },
+        })
+    );
+    let list = parked(&mut p);
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].slot.as_str(), list[0].parked.as_str()),
+        ("701", "101")
+    );
+    // A stale finish of the cut announcement changes nothing; 103 retrieves the customer.
+    finished(&mut p, park_call, Leg::A);
+    let r = retrieve(&mut p, "701");
+    assert!(history(&p).contains(&CallHistory::Retrieved {
+        slot: "701".into(),
+        by: "103".into()
+    }));
+    let p103 = p.p103;
+    let bye = p.net.phone(p103).in_dialog(&r, Method::Bye);
+    p.net.send(p103, bye);
+    assert_eq!(got(&mut p, p101, Method::Bye, &a1).len(), 1);
+    assert_eq!(p.net.engine.stats().active_calls, 0);
+    assert!(p.net.run_to_quiet(secs(120)));
+}
+
+#[test]
+fn dialling_the_park_extension_tells_the_slot_then_plays_music() {
+    let mut p = pbx();
+    p.net.engine.set_router(Box::new(ParkPlan));
+    let p103 = p.p103;
+    let invite = p.net.phone(p103).invite("700");
+    let tx = p.net.send_authenticated(p103, invite);
+    assert_eq!(p.net.phone(p103).final_response(tx).unwrap().status, 200);
+    let key = last_call(&p);
+    assert_eq!(
+        media_commands(&p).last(),
+        Some(&MediaCommand::Play {
+            call: key,
+            leg: Leg::A,
+            what: announcement(&["7", "0", "1"]),
+        })
+    );
+    finished(&mut p, key, Leg::A);
+    assert_eq!(
+        media_commands(&p).last(),
+        Some(&MediaCommand::Play {
+            call: key,
+            leg: Leg::A,
+            what: Playback::MusicOnHold {
+                class: "default".into()
+            },
+        })
+    );
+    // The music loops: a finish now is not the announcement's, nothing changes.
+    let before = media_commands(&p).len();
+    finished(&mut p, key, Leg::A);
+    assert_eq!(media_commands(&p).len(), before);
+    assert_eq!(parked(&mut p).len(), 1);
 }

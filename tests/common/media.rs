@@ -74,6 +74,9 @@ pub struct Datagram {
 /// datagram that arrives until the sink is dropped.
 pub struct RtpSink {
     port: u16,
+    /// The same socket, for sending from the sink's own address (a fake phone's RTP
+    /// comes from the port its SDP names, so the server's latch stays on the sink).
+    sender: UdpSocket,
     received: Arc<Mutex<Vec<Datagram>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -86,6 +89,7 @@ impl RtpSink {
         socket
             .set_read_timeout(Some(POLL_INTERVAL))
             .expect("set_read_timeout");
+        let sender = socket.try_clone().expect("clone the sink's socket");
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -109,6 +113,7 @@ impl RtpSink {
         };
         RtpSink {
             port,
+            sender,
             received,
             stop,
             thread: Some(thread),
@@ -117,6 +122,13 @@ impl RtpSink {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Sends one datagram from the sink's port.
+    pub fn send_to(&self, data: &[u8], to: SocketAddr) {
+        self.sender
+            .send_to(data, to)
+            .unwrap_or_else(|e| panic!("send from the RTP sink to {to}: {e}"));
     }
 
     /// Everything received so far.

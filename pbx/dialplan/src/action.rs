@@ -266,6 +266,11 @@ pub enum Action {
     Playback {
         prompts: Vec<String>,
     },
+    /// Read a number out one key at a time (the prompts `digits/0`…`digits/9`,
+    /// `digits/star`, `digits/pound`; other characters are skipped), like a playback.
+    SayDigits {
+        digits: String,
+    },
     Dial(Dial),
     DialTrunk(TrunkDial),
     Menu(Menu),
@@ -367,6 +372,7 @@ impl fmt::Display for Action {
             Action::Park { slot: Some(s) } => write!(f, "park {s}"),
             Action::Park { slot: None } => f.write_str("park (first free slot)"),
             Action::Retrieve { slot } => write!(f, "retrieve {slot}"),
+            Action::SayDigits { digits } => write!(f, "say_digits {digits}"),
             Action::Conference { room } => write!(f, "conference {room}"),
             Action::Record { on } => write!(f, "record {}", if *on { "on" } else { "off" }),
             Action::Set { name, value } => write!(f, "set {name}={value}"),

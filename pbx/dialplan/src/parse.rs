@@ -23,6 +23,7 @@ use crate::time::{DateRange, Days, TimeCondition, TimeRange};
 pub(crate) const BUILTIN_ACTIONS: &[&str] = &[
     "answer",
     "playback",
+    "say_digits",
     "dial",
     "dial_trunk",
     "menu",
@@ -1500,6 +1501,10 @@ impl<'t> Walker<'t> {
             "retrieve" => {
                 let (s, sv) = want_string(self)?;
                 Step::Retrieve(self.template(&s, sv, &vf)?)
+            }
+            "say_digits" => {
+                let (s, sv) = want_string(self)?;
+                Step::SayDigits(self.template(&s, sv, &vf)?)
             }
             "conference" => {
                 let (s, sv) = want_string(self)?;

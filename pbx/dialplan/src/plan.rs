@@ -95,6 +95,7 @@ pub(crate) enum ExtensionArg {
 pub(crate) enum Step {
     Answer,
     Playback(Vec<Template>),
+    SayDigits(Template),
     Dial {
         targets: Vec<(Template, Option<u32>)>,
         strategy: Strategy,

@@ -394,6 +394,7 @@ impl Expansion<'_> {
                     slot: slot.as_ref().map(render),
                 },
                 Step::Retrieve(slot) => Action::Retrieve { slot: render(slot) },
+                Step::SayDigits(t) => Action::SayDigits { digits: render(t) },
                 Step::Conference(room) => Action::Conference { room: render(room) },
                 Step::Record(on) => Action::Record { on: *on },
                 Step::Set(pairs) => {

@@ -623,3 +623,45 @@ fn shipped_tests_pass_on_the_shipped_plan() {
     let report = suite.run(&p, "2026-11-23T08:00:00Z".parse().unwrap());
     assert_eq!(report.failed(), 0, "{report}");
 }
+
+#[test]
+fn say_digits_reads_a_number_with_variables_and_must_be_a_string() {
+    let p = plan(&format!(
+        "{HEADER}
+[contexts.a]
+[[contexts.a.routes]]
+name = \"echo\"
+match = \"_*7X.\"
+actions = [\"answer\", {{ say_digits = \"${{EXTEN:2}}\" }}, \"hangup\"]
+"
+    ));
+    let r = p.route(&request("101", "*7701", MONDAY_9_ROME)).unwrap();
+    assert_eq!(
+        lines(&r),
+        [
+            "answer",
+            "say_digits 701",
+            "hangup normal (Q.850 16, SIP 480)"
+        ]
+    );
+    let e = errors(&format!(
+        "{HEADER}
+[contexts.a]
+[[contexts.a.routes]]
+name = \"echo\"
+match = \"1\"
+actions = [{{ say_digits = 7 }}]
+"
+    ));
+    assert!(e.contains("say_digits"), "{e}");
+    let e = errors(&format!(
+        "{HEADER}
+[contexts.a]
+[[contexts.a.routes]]
+name = \"echo\"
+match = \"1\"
+actions = [{{ say_digits = \"${{NOPE}}\" }}]
+"
+    ));
+    assert!(e.contains("NOPE"), "{e}");
+}

@@ -102,6 +102,10 @@ pub fn to_call_actions(actions: Vec<Action>) -> Vec<CallAction> {
         out.push(match a {
             Action::Answer => CallAction::Answer,
             Action::Playback { prompts } => CallAction::Playback(prompts),
+            // A playback of one prompt per key, so it answers and plays like one.
+            Action::SayDigits { digits } => {
+                CallAction::Playback(switchboard_core::say::digits(&digits))
+            }
             Action::Dial(d) => CallAction::Dial {
                 users: d
                     .targets
@@ -311,4 +315,41 @@ pub(crate) async fn reload(
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_call_actions;
+    use switchboard_core::CallAction;
+    use switchboard_dialplan::Action;
+
+    #[test]
+    fn say_digits_becomes_a_playback_of_one_prompt_per_key() {
+        let actions = to_call_actions(vec![
+            Action::SayDigits {
+                digits: "70*1#".into(),
+            },
+            Action::SayDigits {
+                digits: "abc".into(),
+            },
+        ]);
+        assert_eq!(
+            actions,
+            vec![
+                CallAction::Playback(
+                    [
+                        "digits/7",
+                        "digits/0",
+                        "digits/star",
+                        "digits/1",
+                        "digits/pound"
+                    ]
+                    .map(String::from)
+                    .to_vec()
+                ),
+                // Nothing to say: an empty playback, the route goes on at once.
+                CallAction::Playback(Vec::new()),
+            ]
+        );
+    }
 }

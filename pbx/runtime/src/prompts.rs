@@ -14,7 +14,9 @@ use switchboard_media::player::Source;
 use switchboard_media::tones::{Cadence, Level};
 use switchboard_media::wav::Clip;
 
-/// Embeds `prompts/NAME.wav` of the repository under its prompt name.
+/// Embeds `prompts/NAME.wav` of the repository under its prompt name. The files live
+/// outside this crate's directory, which is fine for a workspace built from its
+/// repository (these crates are not published on their own).
 macro_rules! shipped {
     ($($name:literal),* $(,)?) => {
         &[$((

@@ -419,8 +419,16 @@ impl Engine {
                 self.end_call_for_media(call, now);
             }
             MediaNotice::Session(MediaEvent::RtpTimeout { leg }) => {
-                tracing::info!(call, ?leg, "no RTP within the timeout; hanging up");
-                self.end_call_for_media(call, now);
+                let side = usize::from(leg == switchboard_media::relay::Leg::B);
+                if !self.side_present(call, side) {
+                    // Nobody on that side (a parker released, a transferor gone, a
+                    // ring-back still ringing): its silence says nothing about the
+                    // call. The leg is watched again when a party takes the side.
+                    tracing::debug!(call, ?leg, "no RTP on a side without a party; ignored");
+                } else {
+                    tracing::info!(call, ?leg, "no RTP within the timeout; hanging up");
+                    self.end_call_for_media(call, now);
+                }
             }
             MediaNotice::Session(MediaEvent::Dtmf { leg, digit }) => {
                 use switchboard_media::dtmf::DtmfSource;

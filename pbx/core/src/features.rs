@@ -297,7 +297,7 @@ impl Engine {
 
     // ----- sides -------------------------------------------------------------------
 
-    fn side_present(&self, key: u64, side: usize) -> bool {
+    pub(crate) fn side_present(&self, key: u64, side: usize) -> bool {
         self.calls.get(&key).is_some_and(|c| {
             if side == 0 {
                 c.a_present

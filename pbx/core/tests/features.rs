@@ -341,6 +341,41 @@ fn park_by_transfer_to_the_park_extension_and_retrieve_by_dialling_the_slot() {
 }
 
 #[test]
+fn silence_on_the_side_a_parker_left_does_not_end_the_parked_call() {
+    let mut p = pbx();
+    let (p101, p102) = (p.p101, p.p102);
+    let (a_id, b_id) = call(&mut p, p101, "102", p102);
+    let mut req = p.net.phone(p102).in_dialog(&b_id, Method::Refer);
+    req.headers
+        .push(HeaderName::ReferTo, "<sip:700@example.test>".to_string());
+    let tx = p.net.send(p102, req);
+    assert_eq!(p.net.phone(p102).final_response(tx).unwrap().status, 202);
+    answer_notifies(&mut p, p102);
+    assert_eq!(got(&mut p, p102, Method::Bye, &b_id).len(), 1);
+    let key = last_call(&p);
+    // The relay reports the parker's leg silent (it left): the call stays parked.
+    let now = p.net.now;
+    p.net.engine.handle_media_notice(
+        key,
+        MediaNotice::Session(MediaEvent::RtpTimeout { leg: Leg::B }),
+        now,
+    );
+    p.net.settle();
+    assert_eq!(parked(&mut p).len(), 1, "{}", p.net.wire_log());
+    assert!(got(&mut p, p101, Method::Bye, &a_id).is_empty());
+    // The parked caller's own silence still ends it (a phone that vanished).
+    let now = p.net.now;
+    p.net.engine.handle_media_notice(
+        key,
+        MediaNotice::Session(MediaEvent::RtpTimeout { leg: Leg::A }),
+        now,
+    );
+    p.net.settle();
+    assert!(parked(&mut p).is_empty());
+    assert_eq!(got(&mut p, p101, Method::Bye, &a_id).len(), 1);
+}
+
+#[test]
 fn a_parked_call_that_times_out_rings_the_parker_back() {
     let mut p = pbx();
     let (p101, p102) = (p.p101, p.p102);

@@ -63,6 +63,9 @@ pub struct Config {
     pub conference_speakers: Vec<String>,
     /// Join and leave tones in rooms.
     pub conference_tones: bool,
+    /// The conference factory (`[conference] factory`): dialled, it opens a free room
+    /// (a phone's network-conference URI). `None`: no factory.
+    pub conference_factory: Option<String>,
     /// The call-control API's admin token; the API is disabled without one.
     pub api_token: Option<Secret>,
 }
@@ -129,6 +132,7 @@ impl Default for Config {
             conference_moderated: Vec::new(),
             conference_speakers: Vec::new(),
             conference_tones: true,
+            conference_factory: None,
         }
     }
 }
@@ -227,6 +231,7 @@ struct ConferenceSection {
     moderated: Option<Spanned<String>>,
     speakers: Option<Vec<String>>,
     tones: Option<bool>,
+    factory: Option<Spanned<String>>,
 }
 
 /// A comma-separated list of room numbers and ranges: `800-849, 900, 950-959`.
@@ -237,10 +242,40 @@ pub fn parse_room_ranges(s: &str) -> Result<Vec<RoomRange>, String> {
         .collect()
 }
 
+/// A conference factory name: what a phone puts in the user part of its conference
+/// URI (`conf`, `8000`, `*3`).
+pub fn validate_conference_factory(s: &str) -> Result<(), String> {
+    if s.is_empty()
+        || s.len() > 32
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "*#+-_.".contains(c))
+    {
+        return Err(format!(
+            "{s:?} is not a factory number or name (1 to 32 letters, digits or * # + - _ .)"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks the conference settings against each other and media anchoring.
 fn check_conference(cfg: &Config) -> Result<(), String> {
     if !cfg.conference_rooms.is_empty() && !cfg.media_anchor {
         return Err("conference rooms need media anchoring (media.anchor = true)".into());
+    }
+    if let Some(f) = &cfg.conference_factory {
+        if cfg.conference_rooms.is_empty() {
+            return Err("a conference factory needs conference rooms (conference.rooms)".into());
+        }
+        if cfg.conference_rooms.iter().any(|r| {
+            f.parse::<u64>()
+                .is_ok_and(|n| (r.first..=r.last).contains(&n) && !f.starts_with('0'))
+        }) {
+            return Err(format!("the conference factory {f} is also a room number"));
+        }
+        if f.eq_ignore_ascii_case(&cfg.features.park_extension) {
+            return Err(format!("the conference factory {f} is the park extension"));
+        }
     }
     let within = |n: u64| {
         cfg.conference_rooms
@@ -348,6 +383,7 @@ pub struct Overrides {
     pub conference_moderated: Option<String>,
     /// Comma-separated user names.
     pub conference_speakers: Option<String>,
+    pub conference_factory: Option<String>,
 }
 
 /// Park slots `FIRST-LAST` (e.g. `701-720`): numbers, first ≤ last, at most 1000 slots.
@@ -566,6 +602,10 @@ pub fn load(file: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError
     if let Some(v) = &over.conference_moderated {
         cfg.conference_moderated =
             parse_room_ranges(v).map_err(|m| flag_err("--conference-moderated", m))?;
+    }
+    if let Some(v) = &over.conference_factory {
+        validate_conference_factory(v).map_err(|m| flag_err("--conference-factory", m))?;
+        cfg.conference_factory = Some(v.clone());
     }
     if let Some(v) = &over.conference_speakers {
         cfg.conference_speakers = v
@@ -920,10 +960,16 @@ fn apply_file(cfg: &mut Config, path: &Path, text: &str) -> Result<(), ConfigErr
     if let Some(v) = k.tones {
         cfg.conference_tones = v;
     }
+    if let Some(v) = &k.factory {
+        validate_conference_factory(v.get_ref())
+            .map_err(|e| ctx.err(v.span(), "conference.factory", e))?;
+        cfg.conference_factory = Some(v.get_ref().clone());
+    }
     if let Err(e) = check_conference(cfg) {
         let span = k
-            .moderated
+            .factory
             .as_ref()
+            .or(k.moderated.as_ref())
             .or(k.rooms.as_ref())
             .map_or(0..0, Spanned::span);
         return Err(ctx.err(span, "conference", e));
@@ -983,6 +1029,38 @@ mod tests {
         );
         let e = load_text("[features]\nfeature_digit_timeout_ms = 0\n").unwrap_err();
         assert!(e.to_string().contains("out of range (100 to 10000)"), "{e}");
+    }
+
+    #[test]
+    fn conference_factory_and_its_errors() {
+        let cfg = load_text("[conference]\nrooms = \"800-849\"\nfactory = \"conf\"\n").unwrap();
+        assert_eq!(cfg.conference_factory.as_deref(), Some("conf"));
+        let e = load_text("[conference]\nrooms = \"800-849\"\nfactory = \"810\"\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with("sb.toml:3:11: conference: ")
+                && e.to_string().contains("also a room number"),
+            "{e}"
+        );
+        let e = load_text("[conference]\nfactory = \"conf\"\n").unwrap_err();
+        assert!(e.to_string().contains("needs conference rooms"), "{e}");
+        let e = load_text("[conference]\nrooms = \"800\"\nfactory = \"a b\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("sb.toml:3:11: conference.factory: "),
+            "{e}"
+        );
+        let e = load_text("[conference]\nrooms = \"800\"\nfactory = \"700\"\n").unwrap_err();
+        assert!(e.to_string().contains("park extension"), "{e}");
+        // A flag sets it too.
+        let over = Overrides {
+            conference_rooms: Some("800-809".into()),
+            conference_factory: Some("conf".into()),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            load(None, &over).unwrap().conference_factory.as_deref(),
+            Some("conf")
+        );
     }
 
     #[test]

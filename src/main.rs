@@ -138,6 +138,9 @@ struct ServeArgs {
     /// Users who are speakers in moderated rooms (comma-separated names).
     #[arg(long, env = "SWITCHBOARD_CONFERENCE_SPEAKERS", value_name = "USERS")]
     conference_speakers: Option<String>,
+    /// The conference factory: dialled (a phone's conference URI), it opens a free room.
+    #[arg(long, env = "SWITCHBOARD_CONFERENCE_FACTORY", value_name = "NAME")]
+    conference_factory: Option<String>,
     /// Anchor media through Switchboard (default true); false passes SDP through.
     #[arg(long, env = "SWITCHBOARD_MEDIA_ANCHOR", value_name = "BOOL")]
     media_anchor: Option<bool>,
@@ -228,6 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         over.conference_rooms = s.conference_rooms.clone();
         over.conference_moderated = s.conference_moderated.clone();
         over.conference_speakers = s.conference_speakers.clone();
+        over.conference_factory = s.conference_factory.clone();
     }
     let cfg = config::load(cli.global.config.as_deref(), &over)?;
     match cli.command {
@@ -326,6 +330,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             moderated: cfg.conference_moderated.clone(),
             speakers: cfg.conference_speakers.clone(),
             tones: cfg.conference_tones,
+            factory: cfg.conference_factory.clone(),
         }),
     };
     let driver = DriverConfig {

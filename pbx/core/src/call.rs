@@ -471,6 +471,10 @@ impl Engine {
                 let user = caller_name.clone();
                 return self.conference_invite(id, req, source, user, dialled, now);
             }
+            if self.is_conference_factory(&dialled) {
+                let user = caller_name.clone();
+                return self.conference_factory_invite(id, req, source, user, now);
+            }
         }
         let caller_attrs: Vec<(String, String)> = match self.directory.by_name(&caller_name) {
             Some(u) if from_trunk.is_none() => [

@@ -49,6 +49,11 @@ pub struct ConferenceConfig {
     pub speakers: Vec<String>,
     /// Join and leave tones.
     pub tones: bool,
+    /// The conference factory (RFC 4579 §3.2): a number or name that, when dialled,
+    /// opens the first free room for the caller and answers with the room as the focus
+    /// (`Contact: <sip:ROOM@...>;isfocus`). Phones doing a "network conference" call it,
+    /// then REFER their other calls to the room.
+    pub factory: Option<String>,
 }
 
 /// An inclusive range of room numbers; a single number is `n-n`.
@@ -116,6 +121,14 @@ impl ConferenceConfig {
 
     pub fn is_moderated(&self, room: &str) -> bool {
         self.moderated.iter().any(|r| r.contains(room))
+    }
+
+    /// True when `dialled` is the conference factory (user parts compared without case:
+    /// phones send what the admin typed).
+    pub fn is_factory(&self, dialled: &str) -> bool {
+        self.factory
+            .as_deref()
+            .is_some_and(|f| f.eq_ignore_ascii_case(dialled))
     }
 }
 
@@ -225,6 +238,9 @@ struct CallOut {
     origin: (String, u64),
     branches: Vec<CallOutBranch>,
     deadline: Instant,
+    /// The participant whose REFER to the focus asked for this call-out, told the
+    /// outcome by NOTIFY.
+    referred_by: Option<u64>,
 }
 
 /// A device whose call-out ended without it (CANCELled): its INVITE may still be
@@ -393,6 +409,63 @@ impl Engine {
             .is_some_and(|c| c.config.is_room(dialled))
     }
 
+    /// True when `dialled` is the conference factory.
+    pub(crate) fn is_conference_factory(&self, dialled: &str) -> bool {
+        self.conference
+            .as_ref()
+            .is_some_and(|c| c.config.is_factory(dialled))
+    }
+
+    /// Whether anyone is in `room`, being called into it, or being moved into it by a
+    /// re-INVITE still in flight: an ad hoc conference must not land in such a room.
+    fn room_in_use(&self, room: &str) -> bool {
+        let Some(c) = self.conference.as_ref() else {
+            return false;
+        };
+        c.rooms.contains_key(room)
+            || c.callouts.values().any(|o| o.room == room)
+            || self.client_roles.values().any(
+                |(_, role)| matches!(role, crate::call::ClientRole::ToRoom(t) if t.room == room),
+            )
+    }
+
+    /// The first configured room number that is not in use (ad hoc conferences).
+    fn first_free_room(&self) -> Option<String> {
+        let c = self.conference.as_ref()?;
+        c.config
+            .rooms
+            .iter()
+            .flat_map(|r| r.first..=r.last)
+            .map(|n| n.to_string())
+            .find(|n| !self.room_in_use(n))
+    }
+
+    /// An authenticated user's INVITE to the conference factory: a new ad hoc room, the
+    /// first free one, which the caller joins as its first participant. The 200's
+    /// Contact names the room (`isfocus`), the URI the phone then REFERs others to.
+    pub(crate) fn conference_factory_invite(
+        &mut self,
+        id: ServerTxId,
+        req: Request,
+        source: Target,
+        user: String,
+        now: Instant,
+    ) {
+        let Some(room) = self.first_free_room() else {
+            let mut resp = Response::for_request(
+                &req,
+                503,
+                "No Free Conference Room",
+                Some(&crate::new_tag()),
+            );
+            resp.headers.push(HeaderName::RetryAfter, "30");
+            self.respond(id, resp, now);
+            return;
+        };
+        tracing::info!(%room, %user, "the conference factory opens an ad hoc room");
+        self.conference_invite(id, req, source, user, room, now);
+    }
+
     /// An authenticated user's INVITE to room `room`: answer it ourselves and join them.
     pub(crate) fn conference_invite(
         &mut self,
@@ -480,8 +553,10 @@ impl Engine {
         };
         let participant = self.new_call_id();
         let mut resp = Response::for_request(&req, 200, "OK", Some(&dialog.local_tag));
-        resp.headers
-            .push(HeaderName::Contact, self.config.local.contact(source));
+        resp.headers.push(
+            HeaderName::Contact,
+            self.config.local.focus_contact(&room, source),
+        );
         resp.headers.push(HeaderName::Allow, ALLOW);
         resp.headers
             .push(HeaderName::ContentType, "application/sdp");
@@ -604,6 +679,9 @@ impl Engine {
                 self.remove_participant(participant);
             }
             Method::Invite | Method::Update => self.conference_reoffer(id, req, participant, now),
+            Method::Refer => self.conference_refer(id, req, participant, now),
+            // The answer to a NOTIFY of ours crossing one of theirs; nothing to do.
+            Method::Notify => reply(self, 200),
             // Key presses mean nothing in a room yet; keep-alive OPTIONS are answered.
             Method::Info | Method::Options => reply(self, 200),
             _ => {
@@ -667,7 +745,7 @@ impl Engine {
         }
         let mut resp = Response::for_request(req, 200, "OK", None);
         resp.headers
-            .push(HeaderName::Contact, local.contact(target));
+            .push(HeaderName::Contact, local.focus_contact(&room, target));
         resp.headers
             .push(HeaderName::ContentType, "application/sdp");
         resp.body = body;
@@ -1015,6 +1093,7 @@ impl Engine {
                 origin,
                 branches,
                 deadline,
+                referred_by: None,
             },
         );
         Ok(CommandReply::Room {
@@ -1263,6 +1342,9 @@ impl Engine {
             m.pool.release(callout.pair);
         }
         tracing::info!(room = %callout.room, participant, user = %callout.user, status, "call-out from the conference room not answered");
+        if let Some(referrer) = callout.referred_by {
+            self.notify_participant(referrer, status, now);
+        }
         self.events
             .push_back(EngineEvent::RoomCallOut(CallOutReport {
                 room: callout.room,
@@ -1298,6 +1380,7 @@ impl Engine {
             pair,
             offer,
             origin,
+            referred_by,
             ..
         } = callout;
         let mut media = match call_out_media(&offer, resp) {
@@ -1311,6 +1394,9 @@ impl Engine {
                 self.send_request(bye, branch.dialog.target, now);
                 if let Some(m) = self.media.as_mut() {
                     m.pool.release(pair);
+                }
+                if let Some(referrer) = referred_by {
+                    self.notify_participant(referrer, status, now);
                 }
                 self.events
                     .push_back(EngineEvent::RoomCallOut(CallOutReport {
@@ -1374,6 +1460,9 @@ impl Engine {
             pair,
             media,
         }));
+        if let Some(referrer) = referred_by {
+            self.notify_participant(referrer, 200, now);
+        }
         self.events
             .push_back(EngineEvent::RoomCallOut(CallOutReport {
                 room,
@@ -1410,7 +1499,7 @@ impl Engine {
 }
 
 /// A party of a two-party call being moved into a room by a re-INVITE (ad hoc
-/// conference from a live call).
+/// conference from a live call, or a REFER naming a room).
 #[derive(Debug, Clone)]
 pub(crate) struct ToRoom {
     pub(crate) room: String,
@@ -1419,6 +1508,42 @@ pub(crate) struct ToRoom {
     pub(crate) offer: SessionDescription,
     pub(crate) origin: (String, u64),
     pub(crate) cseq: u32,
+    /// Who asked by REFER, told the outcome by NOTIFY; `None` for the API's
+    /// `RoomFromCall`.
+    pub(crate) referrer: Option<RoomReferrer>,
+}
+
+/// Who REFERred a party into a room. Either way it is the party's other side in the
+/// call (a phone building a network conference out of its calls, RFC 4579 §5): once the
+/// party is in, that side is released with BYE and the call ends; if the party refuses,
+/// the call stays as it was.
+#[derive(Debug, Clone)]
+pub(crate) enum RoomReferrer {
+    /// The other party, by REFER in its dialog of the call whose Refer-To names the room
+    /// (its number, or the focus URI the factory answered with); `notify` is that dialog
+    /// (Call-ID, our tag).
+    Call { notify: (String, String) },
+    /// A room participant, by REFER in its dialog with the focus whose Refer-To carries a
+    /// Replaces naming its own dialog in the call (what a focus would carry out with an
+    /// INVITE with Replaces to the other party; we are that party's B2BUA).
+    Focus { participant: u64 },
+}
+
+/// The SIP status that refuses a REFER for a command error.
+fn refer_refusal(e: &CommandError) -> u16 {
+    match e {
+        CommandError::NoSuchCall(_) => 481,
+        CommandError::NoSuchUser(_)
+        | CommandError::NoSuchRoom(_)
+        | CommandError::NoSuchSlot(_)
+        | CommandError::NoSuchParticipant(_) => 404,
+        CommandError::NotRegistered(_) => 480,
+        // Busy with another change (a re-INVITE in flight, a transfer ringing): try later.
+        CommandError::Conflict(_) => 491,
+        CommandError::BadRequest(_) => 400,
+        CommandError::Unavailable(_) => 503,
+        CommandError::NotImplemented(_) => 501,
+    }
 }
 
 /// Ad hoc conferences: both parties of a live call re-INVITEd into a room.
@@ -1438,21 +1563,14 @@ impl Engine {
         let room = match room {
             Some(r) if conference.config.is_room(&r) => r,
             Some(r) => return Err(CommandError::NoSuchRoom(r)),
-            None => conference
-                .config
-                .rooms
-                .iter()
-                .flat_map(|r| r.first..=r.last)
-                .map(|n| n.to_string())
-                .find(|n| !conference.rooms.contains_key(n))
-                .ok_or_else(|| {
-                    CommandError::Unavailable("every conference room is in use".into())
-                })?,
+            None => self.first_free_room().ok_or_else(|| {
+                CommandError::Unavailable("every conference room is in use".into())
+            })?,
         };
         self.check_movable(call)?;
         let mut moving = Vec::new();
         for side in 0..2 {
-            match self.reinvite_into_room(call, side, &room, now) {
+            match self.reinvite_into_room(call, side, &room, None, now) {
                 Ok(()) => moving.push(side),
                 Err(e) => {
                     tracing::warn!(call, side, error = %e, "cannot move a party into the room");
@@ -1467,6 +1585,170 @@ impl Engine {
             room,
             participant: None,
         })
+    }
+
+    /// REFER in a call's dialog whose Refer-To names a room (its number, or the focus
+    /// URI the factory answered with): the party on `side` asks for the other party to
+    /// join the room, a blind transfer into a room. The other party is re-INVITEd toward
+    /// a new room port pair; once it is in, the referrer gets NOTIFY 200 and BYE and the
+    /// call ends. If the party refuses, the referrer gets the failure and the call stays
+    /// as it was.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn refer_into_room(
+        &mut self,
+        call: u64,
+        side: usize,
+        id: ServerTxId,
+        req: &Request,
+        notify: (String, String),
+        room: String,
+        now: Instant,
+    ) {
+        let referrer = RoomReferrer::Call {
+            notify: notify.clone(),
+        };
+        let moved = self
+            .check_movable(call)
+            .and_then(|()| self.reinvite_into_room(call, 1 - side, &room, Some(referrer), now));
+        match moved {
+            Ok(()) => {
+                tracing::info!(call, %room, "REFER: the other party is moving into the room");
+                self.reply_in_dialog(id, req, 202, now);
+                self.notify_refer(call, &notify, 100, now);
+            }
+            Err(e) => {
+                let resp = Response::for_request(req, refer_refusal(&e), &e.to_string(), None);
+                self.respond(id, resp, now);
+            }
+        }
+    }
+
+    /// REFER from a participant to the focus. With a Replaces naming the participant's
+    /// own dialog in a two-party call, the other party of that call joins the room (the
+    /// participant's leg in the call is released, as the replaced dialog would be).
+    /// Without Replaces, the Refer-To user is called out into the room (`RoomAdd`), and
+    /// the outcome is reported by NOTIFY when the call-out ends.
+    fn conference_refer(&mut self, id: ServerTxId, req: &Request, participant: u64, now: Instant) {
+        let answer = |engine: &mut Engine, status: u16, reason: &str| {
+            let resp = Response::for_request(req, status, reason, None);
+            engine.respond(id, resp, now);
+        };
+        let Some(refer_to) = req
+            .headers
+            .get(&HeaderName::ReferTo)
+            .and_then(|v| NameAddr::parse(v).ok())
+        else {
+            return answer(self, 400, "Missing or Bad Refer-To");
+        };
+        let Some((room, user)) = self
+            .conference
+            .as_ref()
+            .and_then(|c| c.participants.get(&participant))
+            .map(|p| (p.room.clone(), p.user.clone()))
+        else {
+            return answer(self, 481, "Call/Transaction Does Not Exist");
+        };
+        if refer_to
+            .uri
+            .param("method")
+            .flatten()
+            .is_some_and(|m| !m.eq_ignore_ascii_case("INVITE"))
+        {
+            // method=BYE (take someone out of the room) is left to RoomKick.
+            return answer(self, 501, "Only INVITE Referrals");
+        }
+        let replaces = refer_to
+            .uri
+            .headers
+            .as_deref()
+            .and_then(crate::features::replaces_from_uri_headers);
+        let Some(replaces) = replaces else {
+            let Some(target) = refer_to
+                .uri
+                .user_unescaped()
+                .filter(|_| refer_to.uri.is_sip())
+            else {
+                return answer(self, 404, "Not Found");
+            };
+            return self.refer_call_out(id, req, participant, room, &target, now);
+        };
+        let Some((call, side)) = self.find_dialog(&replaces) else {
+            return answer(self, 481, "Replaced Dialog Does Not Exist");
+        };
+        // A participant may bring in the other party of its own calls only.
+        if self.side_name(call, side) != user {
+            return answer(self, 403, "Replaces Names Another User's Call");
+        }
+        let referrer = RoomReferrer::Focus { participant };
+        let moved = self
+            .check_movable(call)
+            .and_then(|()| self.reinvite_into_room(call, 1 - side, &room, Some(referrer), now));
+        match moved {
+            Ok(()) => {
+                tracing::info!(call, %room, participant, "REFER to the focus: the other party of the call is moving into the room");
+                answer(self, 202, "Accepted");
+                self.notify_participant(participant, 100, now);
+            }
+            Err(e) => answer(self, refer_refusal(&e), &e.to_string()),
+        }
+    }
+
+    /// REFER to the focus without Replaces: a call-out from the room to the Refer-To user.
+    fn refer_call_out(
+        &mut self,
+        id: ServerTxId,
+        req: &Request,
+        participant: u64,
+        room: String,
+        target: &str,
+        now: Instant,
+    ) {
+        match self.command_room_add(room, target, false, now) {
+            Ok(CommandReply::Room {
+                participant: Some(callee),
+                ..
+            }) => {
+                if let Some(o) = self
+                    .conference
+                    .as_mut()
+                    .and_then(|c| c.callouts.get_mut(&callee))
+                {
+                    o.referred_by = Some(participant);
+                }
+                let resp = Response::for_request(req, 202, "Accepted", None);
+                self.respond(id, resp, now);
+                self.notify_participant(participant, 100, now);
+            }
+            Ok(_) => {
+                let resp = Response::for_request(req, 500, "Server Internal Error", None);
+                self.respond(id, resp, now);
+            }
+            Err(e) => {
+                let status = match e {
+                    // Already in the room, or already being called into it.
+                    CommandError::Conflict(_) => 486,
+                    ref other => refer_refusal(other),
+                };
+                let resp = Response::for_request(req, status, &e.to_string(), None);
+                self.respond(id, resp, now);
+            }
+        }
+    }
+
+    /// A NOTIFY for a REFER in a participant's dialog with the focus.
+    pub(crate) fn notify_participant(&mut self, participant: u64, status: u16, now: Instant) {
+        let local = self.config.local.clone();
+        let Some(p) = self
+            .conference
+            .as_mut()
+            .and_then(|c| c.participants.get_mut(&participant))
+        else {
+            return;
+        };
+        let notify = crate::features::refer_notify(&mut p.dialog, &local, status);
+        let target = p.dialog.target;
+        // Its answer needs no handling.
+        self.send_request(notify, target, now);
     }
 
     fn check_movable(&self, call: u64) -> Result<(), CommandError> {
@@ -1504,6 +1786,7 @@ impl Engine {
         call: u64,
         side: usize,
         room: &str,
+        referrer: Option<RoomReferrer>,
         now: Instant,
     ) -> Result<(), CommandError> {
         let Some(media) = self.media.as_ref() else {
@@ -1567,6 +1850,7 @@ impl Engine {
                     offer,
                     origin,
                     cseq,
+                    referrer,
                 })),
             ),
         );
@@ -1590,14 +1874,18 @@ impl Engine {
                 m.pool.release(to.pair);
             }
         };
+        // The party's final status (408: it never answered).
+        let status = resp.as_ref().map_or(408, |r| r.status);
         let Some(resp) = resp.filter(|r| r.is_success()) else {
             // The party refused (or never answered): it stays in the call.
             tracing::info!(
                 call,
                 side = to.side,
+                status,
                 "a party refused the move into the room"
             );
             release(self);
+            self.tell_referrer(call, to.referrer.as_ref(), status, now);
             self.finish_move_step(call, now);
             return;
         };
@@ -1618,6 +1906,7 @@ impl Engine {
                     "no usable audio in the room answer; the party stays"
                 );
                 release(self);
+                self.tell_referrer(call, to.referrer.as_ref(), 488, now);
                 self.finish_move_step(call, now);
                 return;
             }
@@ -1651,7 +1940,26 @@ impl Engine {
                 room: to.room.clone(),
             },
         });
+        // Told before the referrer's leg is released by `finish_move_step`.
+        self.tell_referrer(call, to.referrer.as_ref(), 200, now);
         self.finish_move_step(call, now);
+    }
+
+    /// The NOTIFY (RFC 3515) that tells whoever REFERred a party into a room how it went.
+    fn tell_referrer(
+        &mut self,
+        call: u64,
+        referrer: Option<&RoomReferrer>,
+        status: u16,
+        now: Instant,
+    ) {
+        match referrer {
+            None => {}
+            Some(RoomReferrer::Call { notify, .. }) => self.notify_refer(call, notify, status, now),
+            Some(RoomReferrer::Focus { participant, .. }) => {
+                self.notify_participant(*participant, status, now)
+            }
+        }
     }
 
     /// After each party's answer: when nobody is left in the call, it ends (both are in

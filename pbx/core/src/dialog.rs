@@ -50,12 +50,23 @@ impl LocalAddress {
     }
 
     pub fn contact(&self, target: Target) -> String {
-        let mut uri = Uri::sip(Some("switchboard"), &self.host, Some(self.port));
+        format!("<{}>", self.contact_uri("switchboard", target))
+    }
+
+    /// The Contact of a conference room's focus (RFC 4579 §4): the room number as the
+    /// user part, so that phones can REFER other parties to it, and the `isfocus`
+    /// feature parameter that tells them this dialog is with a conference.
+    pub fn focus_contact(&self, room: &str, target: Target) -> String {
+        format!("<{}>;isfocus", self.contact_uri(room, target))
+    }
+
+    fn contact_uri(&self, user: &str, target: Target) -> Uri {
+        let mut uri = Uri::sip(Some(user), &self.host, Some(self.port));
         if target.transport == switchboard_sip::transaction::Transport::Tcp {
             uri.params
                 .push(switchboard_sip::Param::new("transport", Some("tcp")));
         }
-        format!("<{uri}>")
+        uri
     }
 }
 
@@ -134,4 +145,36 @@ impl Dialog {
 pub fn without_tag(mut na: NameAddr) -> NameAddr {
     na.params.retain(|p| !p.name.eq_ignore_ascii_case("tag"));
     na
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_sip::transaction::Transport;
+
+    #[test]
+    fn a_focus_contact_names_the_room_and_parses_back() {
+        let local = LocalAddress {
+            host: "192.0.2.10".into(),
+            port: 5060,
+        };
+        let udp = Target {
+            transport: Transport::Udp,
+            addr: "192.0.2.20:5062".parse().unwrap(),
+        };
+        let text = local.focus_contact("800", udp);
+        assert_eq!(text, "<sip:800@192.0.2.10:5060>;isfocus");
+        let na = NameAddr::parse(&text).unwrap();
+        assert_eq!(na.uri.user_unescaped().as_deref(), Some("800"));
+        assert_eq!(na.param("isfocus"), Some(None));
+        let tcp = Target {
+            transport: Transport::Tcp,
+            ..udp
+        };
+        assert_eq!(
+            local.focus_contact("801", tcp),
+            "<sip:801@192.0.2.10:5060;transport=tcp>;isfocus"
+        );
+        assert_eq!(local.contact(udp), "<sip:switchboard@192.0.2.10:5060>");
+    }
 }

@@ -252,6 +252,30 @@ fn sipfrag(status: u16) -> Vec<u8> {
     format!("SIP/2.0 {status} {}\r\n", reason_phrase(status)).into_bytes()
 }
 
+/// A NOTIFY in `dialog` reporting a REFER's progress (RFC 3515 §2.4.4): `status` in a
+/// sipfrag body; the implicit subscription ends with a final status.
+pub(crate) fn refer_notify(
+    dialog: &mut Dialog,
+    local: &crate::dialog::LocalAddress,
+    status: u16,
+) -> Request {
+    let mut notify = dialog.request(Method::Notify, local, &new_branch());
+    notify.headers.push(HeaderName::Event, "refer");
+    let state = if status >= 200 {
+        "terminated;reason=noresource"
+    } else {
+        "active;expires=60"
+    };
+    notify
+        .headers
+        .push(HeaderName::Other("Subscription-State".into()), state);
+    notify
+        .headers
+        .push(HeaderName::Contact, local.contact(dialog.target));
+    notify.set_body(sipfrag(status), Some("message/sipfrag;version=2.0"));
+    notify
+}
+
 impl Engine {
     /// A new dialog toward one registered device of `callee`, and its INVITE (Allow,
     /// User-Agent and, when asked, the device profile's auto-answer headers; no body).
@@ -380,7 +404,7 @@ impl Engine {
         std::mem::replace(slot, name.to_string())
     }
 
-    fn side_name(&self, key: u64, side: usize) -> String {
+    pub(crate) fn side_name(&self, key: u64, side: usize) -> String {
         self.calls
             .get(&key)
             .map(|c| {
@@ -440,7 +464,13 @@ impl Engine {
 
     /// Sends a NOTIFY for a REFER in the dialog (Call-ID, our tag) of this call, if that
     /// dialog is still a side or released.
-    fn notify_refer(&mut self, key: u64, dialog: &(String, String), status: u16, now: Instant) {
+    pub(crate) fn notify_refer(
+        &mut self,
+        key: u64,
+        dialog: &(String, String),
+        status: u16,
+        now: Instant,
+    ) {
         let local = self.config.local.clone();
         let Some(call) = self.calls.get_mut(&key) else {
             return;
@@ -456,20 +486,7 @@ impl Engine {
         let Some(d) = d else {
             return;
         };
-        let mut notify = d.request(Method::Notify, &local, &new_branch());
-        notify.headers.push(HeaderName::Event, "refer");
-        let state = if status >= 200 {
-            "terminated;reason=noresource"
-        } else {
-            "active;expires=60"
-        };
-        notify
-            .headers
-            .push(HeaderName::Other("Subscription-State".into()), state);
-        notify
-            .headers
-            .push(HeaderName::Contact, local.contact(d.target));
-        notify.set_body(sipfrag(status), Some("message/sipfrag;version=2.0"));
+        let notify = refer_notify(d, &local, status);
         let target = d.target;
         if let Some(tx) = self.send_request(notify, target, now) {
             self.client_roles.insert(tx, (key, ClientRole::Own));
@@ -661,6 +678,12 @@ impl Engine {
             self.reply_in_dialog(id, &req, 404, now);
             return;
         };
+        if self.is_room_number(&target) {
+            // A phone building a network conference (RFC 4579 §5): the transferee joins
+            // the room instead of ringing anyone.
+            self.refer_into_room(key, side, id, &req, dialog_id, target, now);
+            return;
+        }
         if self.is_park_target(&target) {
             let slot = (target != self.config.features.park_extension).then_some(target);
             match self.park(key, 1 - side, slot, by, now) {
@@ -1660,7 +1683,7 @@ impl Engine {
 
     /// The call and side of the dialog a Replaces names. Either tag may be ours: the
     /// sender names the dialog as its peer saw it (RFC 3891 §3), and phones differ.
-    fn find_dialog(&self, r: &Replaces) -> Option<(u64, usize)> {
+    pub(crate) fn find_dialog(&self, r: &Replaces) -> Option<(u64, usize)> {
         for tag in [&r.to_tag, &r.from_tag] {
             let Some(&key) = self.dialogs.get(&(r.call_id.clone(), tag.clone())) else {
                 continue;
@@ -2175,7 +2198,7 @@ pub(crate) fn uas_dialog(req: &Request, source: Target) -> Option<Dialog> {
 }
 
 /// The Replaces of a Refer-To URI's headers (`?Replaces=<escaped value>&...`).
-fn replaces_from_uri_headers(headers: &str) -> Option<Replaces> {
+pub(crate) fn replaces_from_uri_headers(headers: &str) -> Option<Replaces> {
     headers.split('&').find_map(|h| {
         let (name, value) = h.split_once('=')?;
         name.eq_ignore_ascii_case("replaces")

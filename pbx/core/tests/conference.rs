@@ -31,6 +31,7 @@ fn net() -> Net {
         moderated: vec!["850-899".parse().unwrap()],
         speakers: vec!["103".into()],
         tones: true,
+        factory: Some("conf".into()),
     });
     Net::new(
         cfg,
@@ -818,4 +819,329 @@ fn a_live_call_becomes_a_conference_and_a_third_party_dials_in() {
     let bye_tx = net.send(p2, bye);
     assert_eq!(net.phone(p2).statuses(bye_tx), vec![200]);
     assert_eq!(rooms(&mut net)[0].1.len(), 2);
+}
+
+// ---------------------------------------------------------------------------
+// A phone's conference button: the conference factory and REFERs into the room.
+
+/// `from` calls user `to` on phone `callee`, who answers; the Call-IDs on both sides.
+fn call(net: &mut Net, from: PhoneId, to: &str, callee: PhoneId) -> (String, String) {
+    let invite = net.phone(from).invite(to);
+    let a_id = invite.call_id().unwrap().to_string();
+    let tx = net.send_authenticated(from, invite);
+    let (id, inv) = net.phone(callee).last_request(Method::Invite);
+    let b_id = inv.call_id().unwrap().to_string();
+    net.respond(callee, id.unwrap(), 200, Some(support::SDP_ANSWER));
+    assert_eq!(
+        net.phone(from).final_response(tx).unwrap().status,
+        200,
+        "{}",
+        net.wire_log()
+    );
+    (a_id, b_id)
+}
+
+/// Phone `p` sends REFER in dialog `call_id` with `refer_to`; the statuses it got.
+fn refer(net: &mut Net, p: PhoneId, call_id: &str, refer_to: &str) -> Vec<u16> {
+    let mut req = net.phone(p).in_dialog(call_id, Method::Refer);
+    req.headers.push(HeaderName::ReferTo, refer_to.to_string());
+    let tx = net.send(p, req);
+    net.phone(p).statuses(tx)
+}
+
+/// Requests of `method` phone `p` got in dialog `call_id`.
+fn got(
+    net: &mut Net,
+    p: PhoneId,
+    method: Method,
+    call_id: &str,
+) -> Vec<(Option<ServerTxId>, Request)> {
+    net.phone(p)
+        .requests(method)
+        .into_iter()
+        .filter(|(_, r)| r.call_id().unwrap() == call_id)
+        .collect()
+}
+
+/// The sipfrag status lines of the NOTIFYs phone `p` got in dialog `call_id`.
+fn notified(net: &mut Net, p: PhoneId, call_id: &str) -> Vec<String> {
+    got(net, p, Method::Notify, call_id)
+        .into_iter()
+        .map(|(_, r)| {
+            assert_eq!(r.headers.get(&HeaderName::Event), Some("refer"));
+            String::from_utf8_lossy(&r.body).trim_end().to_string()
+        })
+        .collect()
+}
+
+/// The re-INVITE phone `p` got in dialog `call_id` (one with a To tag), answered with
+/// `status` (and our SDP answer for a 2xx).
+fn answer_reinvite(net: &mut Net, p: PhoneId, call_id: &str, status: u16) -> Request {
+    let reinvites: Vec<(Option<ServerTxId>, Request)> = got(net, p, Method::Invite, call_id)
+        .into_iter()
+        .filter(|(_, r)| r.to().unwrap().tag().is_some())
+        .collect();
+    assert_eq!(reinvites.len(), 1, "{}", net.wire_log());
+    let (id, req) = reinvites[0].clone();
+    let body = (status < 300).then_some(support::SDP_ANSWER);
+    net.respond(p, id.unwrap(), status, body);
+    req
+}
+
+fn moved_to_room(net: &Net) -> Vec<String> {
+    net.events
+        .iter()
+        .filter_map(|e| match e {
+            EngineEvent::History {
+                event: switchboard_core::CallHistory::MovedToRoom { room, .. },
+                ..
+            } => Some(room.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The phone of 101 talks to 102 and to 103 (two calls), then presses its conference
+/// button in "network conference" mode: it INVITEs the factory, gets the room as the
+/// focus, and REFERs each call to the focus URI. 102 and 103 are moved into the room by
+/// a re-INVITE each, 101's legs of the two calls are released, and the calls end.
+#[test]
+fn the_conference_factory_opens_a_room_and_refers_to_the_focus_move_the_calls_in() {
+    let mut net = net();
+    let [p1, p2, p3] = phones(&mut net);
+    let (a1, b1) = call(&mut net, p1, "102", p2);
+    let (a2, b2) = call(&mut net, p1, "103", p3);
+    assert_eq!(net.engine.stats().active_calls, 2);
+
+    let (_, ok) = dial(&mut net, p1, "conf", support::SDP_OFFER);
+    assert_eq!(ok.status, 200, "{}", net.wire_log());
+    let focus = ok.headers.get(&HeaderName::Contact).unwrap().to_string();
+    assert_eq!(focus, "<sip:800@127.0.0.1:5060>;isfocus");
+    assert_eq!(
+        rooms(&mut net)[0].1.len(),
+        1,
+        "the caller is the first participant"
+    );
+
+    // Refer-To is the focus URI from that Contact (isfocus inside the brackets).
+    for (a, b, p, n) in [(&a1, &b1, p2, 2), (&a2, &b2, p3, 3)] {
+        let statuses = refer(&mut net, p1, a, "<sip:800@127.0.0.1:5060;isfocus>");
+        assert_eq!(statuses, vec![202], "{}", net.wire_log());
+        let reinvite = answer_reinvite(&mut net, p, b, 200);
+        let offer = String::from_utf8_lossy(&reinvite.body).into_owned();
+        assert!(offer.contains("m=audio 300"), "{offer}");
+        // The call's ACK, then ours for the re-INVITE's 2xx.
+        assert_eq!(
+            got(&mut net, p, Method::Ack, b).len(),
+            2,
+            "{}",
+            net.wire_log()
+        );
+        assert_eq!(
+            notified(&mut net, p1, a),
+            vec!["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
+        );
+        assert_eq!(
+            got(&mut net, p1, Method::Bye, a).len(),
+            1,
+            "{}",
+            net.wire_log()
+        );
+        assert!(got(&mut net, p, Method::Bye, b).is_empty());
+        assert_eq!(rooms(&mut net)[0].1.len(), n);
+    }
+    assert_eq!(net.engine.stats().active_calls, 0, "both calls ended");
+    assert_eq!(moved_to_room(&net), vec!["800", "800"]);
+    let listing = rooms(&mut net);
+    assert_eq!(listing[0].0, "800");
+    assert_eq!(
+        listing[0]
+            .1
+            .iter()
+            .map(|p| p.1.as_str())
+            .collect::<Vec<_>>(),
+        vec!["101", "102", "103"]
+    );
+    // 102 hangs up in its old dialog, which is now the room's.
+    let bye = net.phone(p2).in_dialog(&b1, Method::Bye);
+    let tx = net.send(p2, bye);
+    assert_eq!(net.phone(p2).statuses(tx), vec![200]);
+    assert_eq!(rooms(&mut net)[0].1.len(), 2);
+    assert!(net.run_to_quiet(secs(120)), "{}", net.wire_log());
+}
+
+/// The REFER names a room by its number; the party refuses the re-INVITE: the referrer
+/// hears why, nobody is hung up, and the call goes on.
+#[test]
+fn a_party_that_refuses_the_move_into_the_room_stays_in_its_call() {
+    let mut net = net();
+    let [p1, p2, _] = phones(&mut net);
+    let (a1, b1) = call(&mut net, p1, "102", p2);
+    assert_eq!(
+        refer(&mut net, p1, &a1, "<sip:805@example.test>"),
+        vec![202]
+    );
+    answer_reinvite(&mut net, p2, &b1, 488);
+    assert_eq!(
+        notified(&mut net, p1, &a1),
+        vec!["SIP/2.0 100 Trying", "SIP/2.0 488 Not Acceptable Here"]
+    );
+    assert!(got(&mut net, p1, Method::Bye, &a1).is_empty());
+    assert!(rooms(&mut net).is_empty(), "nobody joined");
+    assert_eq!(net.engine.stats().active_calls, 1);
+    assert!(moved_to_room(&net).is_empty());
+    // The call is as it was: a BYE from 102 reaches 101.
+    let bye = net.phone(p2).in_dialog(&b1, Method::Bye);
+    net.send(p2, bye);
+    assert_eq!(got(&mut net, p1, Method::Bye, &a1).len(), 1);
+    assert_eq!(net.engine.stats().active_calls, 0);
+}
+
+/// The factory takes the first room nobody is in, and says 503 when there is none.
+#[test]
+fn the_factory_takes_a_free_room_and_is_busy_when_there_is_none() {
+    let mut net = net();
+    let [p1, p2, p3] = phones(&mut net);
+    let (_, in_800) = dial(&mut net, p2, "800", support::SDP_OFFER);
+    assert_eq!(in_800.status, 200);
+    let (_, ok) = dial(&mut net, p1, "CONF", support::SDP_OFFER);
+    assert_eq!(ok.status, 200);
+    assert_eq!(
+        ok.headers.get(&HeaderName::Contact),
+        Some("<sip:801@127.0.0.1:5060>;isfocus")
+    );
+    let (_, again) = dial(&mut net, p3, "conf", support::SDP_OFFER);
+    assert_eq!(
+        again.headers.get(&HeaderName::Contact),
+        Some("<sip:802@127.0.0.1:5060>;isfocus")
+    );
+
+    let mut cfg = config(vec![Algorithm::Md5]);
+    cfg.media =
+        Some(MediaConfig::new("127.0.0.1".into(), 30000, 30099, Duration::from_secs(30)).unwrap());
+    cfg.conference = Some(ConferenceConfig {
+        rooms: vec!["800".parse().unwrap()],
+        moderated: Vec::new(),
+        speakers: Vec::new(),
+        tones: false,
+        factory: Some("conf".into()),
+    });
+    let mut small = Net::new(
+        cfg,
+        vec![
+            user("101", None, "secret-101"),
+            user("102", None, "secret-102"),
+        ],
+    );
+    let a = small.add_phone("101", "secret-101", 5061);
+    let b = small.add_phone("102", "secret-102", 5062);
+    for p in [a, b] {
+        assert_eq!(small.register(p, 3600).status, 200);
+    }
+    assert_eq!(
+        dial(&mut small, a, "conf", support::SDP_OFFER).1.status,
+        200
+    );
+    let (_, busy) = dial(&mut small, b, "conf", support::SDP_OFFER);
+    assert_eq!(busy.status, 503, "{}", small.wire_log());
+}
+
+/// RFC 4579's other form: the phone REFERs the focus, in its own dialog with the room,
+/// to the party of another of its calls, with Replaces naming that call's dialog. The
+/// party is moved into the room and the phone's leg of that call is released. Replaces
+/// naming someone else's call is refused; without Replaces the room calls the user out.
+#[test]
+fn a_refer_to_the_focus_with_replaces_brings_in_the_other_party_of_that_call() {
+    let mut net = net();
+    let [p1, p2, p3] = phones(&mut net);
+    let (a1, b1) = call(&mut net, p1, "102", p2);
+    let (tx, ok) = dial(&mut net, p1, "conf", support::SDP_OFFER);
+    assert_eq!(ok.status, 200);
+    let _ = tx;
+    let focus = ok.call_id().unwrap().to_string();
+    let leg = net.phone(p1).legs[&a1].clone();
+    let replaces = format!(
+        "{}%3Bto-tag%3D{}%3Bfrom-tag%3D{}",
+        a1.replace('@', "%40"),
+        leg.remote_tag.clone().unwrap(),
+        leg.local_tag
+    );
+    // Not a dialog of ours: 481; someone else's call: 403.
+    assert_eq!(
+        refer(
+            &mut net,
+            p1,
+            &focus,
+            "<sip:102@example.test?Replaces=nope%3Bto-tag%3Dx%3Bfrom-tag%3Dy>"
+        ),
+        vec![481]
+    );
+    let (c_a, _) = call(&mut net, p3, "102", p2);
+    let other = net.phone(p3).legs[&c_a].clone();
+    let theirs = format!(
+        "{}%3Bto-tag%3D{}%3Bfrom-tag%3D{}",
+        c_a.replace('@', "%40"),
+        other.remote_tag.clone().unwrap(),
+        other.local_tag
+    );
+    assert_eq!(
+        refer(
+            &mut net,
+            p1,
+            &focus,
+            &format!("<sip:102@example.test?Replaces={theirs}>")
+        ),
+        vec![403]
+    );
+
+    let statuses = refer(
+        &mut net,
+        p1,
+        &focus,
+        &format!("<sip:102@example.test?Replaces={replaces}>"),
+    );
+    assert_eq!(statuses, vec![202], "{}", net.wire_log());
+    answer_reinvite(&mut net, p2, &b1, 200);
+    assert_eq!(
+        notified(&mut net, p1, &focus),
+        vec!["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
+    );
+    assert_eq!(
+        got(&mut net, p1, Method::Bye, &a1).len(),
+        1,
+        "{}",
+        net.wire_log()
+    );
+    assert_eq!(
+        rooms(&mut net)[0]
+            .1
+            .iter()
+            .map(|p| p.1.as_str())
+            .collect::<Vec<_>>(),
+        vec!["101", "102"]
+    );
+
+    // Without Replaces: 103 is called out into the room and joins.
+    let before = net.phone(p3).count(Method::Invite);
+    assert_eq!(
+        refer(&mut net, p1, &focus, "<sip:103@example.test>"),
+        vec![202]
+    );
+    assert_eq!(net.phone(p3).count(Method::Invite), before + 1);
+    let (id, _) = net.phone(p3).last_request(Method::Invite);
+    net.respond(p3, id.unwrap(), 200, Some(support::SDP_ANSWER));
+    assert_eq!(
+        notified(&mut net, p1, &focus),
+        vec![
+            "SIP/2.0 100 Trying",
+            "SIP/2.0 200 OK",
+            "SIP/2.0 100 Trying",
+            "SIP/2.0 200 OK"
+        ]
+    );
+    assert_eq!(rooms(&mut net)[0].1.len(), 3);
+    assert_eq!(
+        refer(&mut net, p1, &focus, "<sip:999@example.test>"),
+        vec![404]
+    );
 }

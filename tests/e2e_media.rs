@@ -735,7 +735,7 @@ fn a_held_party_hears_music_on_hold_until_resumed() {
         .flat_map(|p| {
             p.payload
                 .iter()
-                .map(|&b| f64::from(ulaw_to_linear(b)) / 32768.0)
+                .map(|&b| f64::from(common::media::ulaw_to_linear(b)) / 32768.0)
         })
         .collect();
     let level = common::media::rms_dbfs(&pcm);
@@ -762,15 +762,4 @@ fn a_held_party_hears_music_on_hold_until_resumed() {
         after <= 3,
         "the music stopped at the resume ({after} packets after)"
     );
-}
-
-/// ITU-T G.711 μ-law expansion, for measuring what bob received.
-fn ulaw_to_linear(u: u8) -> i16 {
-    let u = !u;
-    let t = ((i16::from(u & 0x0f) << 3) + 0x84) << ((u & 0x70) >> 4);
-    if u & 0x80 != 0 {
-        0x84 - t
-    } else {
-        t - 0x84
-    }
 }

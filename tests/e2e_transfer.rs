@@ -1,17 +1,22 @@
 //! Call features with real phones (issue 4): a blind transfer made from a baresip phone's
 //! own transfer command (REFER), park by transferring to the park extension and retrieve
-//! by dialling the slot, and a parked call whose timeout rings the parker back. Audio is
-//! checked where it matters: the party that ends up with the caller hears the caller's
-//! tone (its decoded-audio dump), and the server's recording of the call holds the new
-//! party's tone on the callee channel after the transfer.
+//! by dialling the slot, a parked call whose timeout rings the parker back, an INVITE with
+//! Replaces, and an attended transfer by REFER with Replaces from a transferor phone
+//! played by coordinated SIPp instances. Audio is checked where it matters: the party
+//! that ends up with the caller hears the caller's tone (its decoded-audio dump), the
+//! server's recording of the call holds the new party's tone on the callee channel after
+//! the transfer, and what a re-INVITEd phone hears (its dump stops at a re-INVITE) is
+//! decoded from the RTP captured on `lo`.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::api::Api;
 use common::baresip::{AnswerMode, Baresip, PhoneOptions};
-use common::media::{measure_tone, Wav};
+use common::capture::{rtp_to, Capture};
+use common::media::{measure_tone, pcmu_audio, unix_now, Wav};
 use common::sipp::{register, Sipp};
 use common::{peer_available, wait_until, wait_until_or, Server, ServerOptions, User};
 
@@ -108,13 +113,13 @@ fn closed_recording(server: &Server) -> Wav {
     Wav::read(&path)
 }
 
-/// The last `seconds` of one channel of a stereo recording.
+/// The last `seconds` of one channel of a recording.
 fn tail(wav: &Wav, channel: usize, seconds: u32) -> Wav {
     let samples: Vec<i16> = wav
         .samples
         .iter()
         .skip(channel)
-        .step_by(2)
+        .step_by(usize::from(wav.channels))
         .copied()
         .collect();
     let keep = (seconds * wav.sample_rate) as usize;
@@ -353,4 +358,195 @@ fn an_invite_with_replaces_takes_the_place_of_a_party() {
         log.contains("Attended"),
         "no attended-transfer history in the log:\n{log}"
     );
+}
+
+const TOKEN: &str = "e2e-transfer-token-0123456789";
+
+/// The audio of the RTP captured toward `ports` between the Unix times `from` and `to`.
+fn heard(packets: &[common::media::UdpPacket], ports: (u16, u16), from: f64, to: f64) -> Wav {
+    let rtp = rtp_to(packets, ports);
+    pcmu_audio(
+        rtp.iter()
+            .filter(|(at, _)| (from..to).contains(at))
+            .map(|(_, p)| p),
+    )
+}
+
+/// The call log rows once there are `n`.
+fn call_log(api: &Api, n: usize) -> Vec<serde_json::Value> {
+    let mut last = serde_json::Value::Null;
+    let rows = common::poll_until(DEADLINE, || {
+        let v = api.expect(200, "GET", "/cdr", None);
+        let rows = v["calls"].as_array().cloned().unwrap_or_default();
+        last = v;
+        (rows.len() >= n).then_some(rows)
+    });
+    rows.unwrap_or_else(|| panic!("{n} call log rows not there; last answer {last}"))
+}
+
+/// Attended transfer from a phone, end to end (RFC 3891 REFER with Replaces). The
+/// transferor alice is SIPp: one instance places the consultation call to carol and logs
+/// its dialog (Call-ID, tags); a second one is then started with that dialog in its
+/// Refer-To: it calls bob, holds him (bob hears music on hold), and REFERs him to carol
+/// with `Replaces` naming the consultation dialog. (A phone would call bob first and
+/// consult carol while bob holds; the server sees the same two established calls and
+/// the same REFER, and the values can only be handed to a SIPp instance when it starts.)
+/// Bob and carol are baresip phones with their own tones: bob is re-INVITEd into the
+/// consultation call, alice gets NOTIFY 200 and BYE on both of her dialogs, and then bob
+/// hears carol and carol hears bob. Carol's decoded dump keeps going (she was not
+/// re-INVITEd); what bob hears after his re-INVITE is decoded from the RTP captured on
+/// `lo`. The call log rows carry the attended transfer.
+#[test]
+fn attended_transfer_by_refer_with_replaces_connects_the_held_party_to_the_consulted_one() {
+    if !peer_available("baresip") || !peer_available("sipp") {
+        return;
+    }
+    const HOLD_MS: u64 = 2000;
+    let (alice, bob, carol) = users();
+    let server = Server::start(
+        ServerOptions::default()
+            .user(alice.clone())
+            .user(bob.clone())
+            .user(carol.clone())
+            .env("SWITCHBOARD_API_TOKEN", TOKEN)
+            .env("SWITCHBOARD_LOG", "info,switchboard_core=debug"),
+    );
+    let api = Api::new(server.http, TOKEN);
+    let carol_dumps = server.run_dir("dumps-carol");
+    let mut b = phone(&server, &bob, AnswerMode::Auto, BOB_TONE, None);
+    let mut c = phone(
+        &server,
+        &carol,
+        AnswerMode::Auto,
+        CAROL_TONE,
+        Some(carol_dumps.clone()),
+    );
+    let Some(capture) = Capture::start(
+        &server.run_dir("capture"),
+        &format!("udp and dst portrange {}-{}", b.rtp_ports.0, b.rtp_ports.1),
+    ) else {
+        return;
+    };
+
+    // The consultation call, and the dialog alice's phone would name in Replaces.
+    let mut consult = Sipp::uac(&server, "uac_consult.xml")
+        .caller(&alice)
+        .service("103")
+        .spawn();
+    consult.wait_for_log("consult ", DEADLINE);
+    c.wait_event("CALL_ESTABLISHED", DEADLINE);
+    let logs = consult.logs();
+    let line = logs.lines().find(|l| l.contains("consult ")).unwrap();
+    let words: Vec<&str> = line
+        .split_whitespace()
+        .skip_while(|w| *w != "consult")
+        .skip(1)
+        .collect();
+    let (call_id, from_tag, to_tag) = (words[0], words[1], words[2]);
+    // RFC 3891 §3 from the transferor's side: to-tag is the peer's (the server's) tag.
+    let replaces = format!(
+        "{}%3Bto-tag%3D{to_tag}%3Bfrom-tag%3D{from_tag}",
+        call_id.replace('%', "%25").replace('@', "%40")
+    );
+
+    let mut original = Sipp::uac(&server, "uac_hold_refer.xml")
+        .caller(&alice)
+        .service("102")
+        .key(
+            "refer_to",
+            &format!("<sip:103@{}?Replaces={replaces}>", server.sip),
+        )
+        .pause_ms(HOLD_MS)
+        .spawn();
+    b.wait_event("CALL_ESTABLISHED", DEADLINE);
+    original.wait_for_log("held", DEADLINE);
+    let held_at = unix_now();
+    original.wait_for_log("referred", DEADLINE);
+    let referred_at = unix_now();
+    original
+        .wait()
+        .assert_passed("alice: call bob, hold, REFER with Replaces, NOTIFY 200, BYE");
+    consult
+        .wait()
+        .assert_passed("alice's consultation leg is released with BYE");
+    let transferred_at = unix_now();
+
+    // Bob and carol talk now: three seconds of carol's dump (8 kHz, 16-bit mono).
+    let start = decoded_dump(&carol_dumps)
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len());
+    let grown = wait_until_or(Duration::from_secs(15), || {
+        decoded_dump(&carol_dumps)
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|m| m.len() >= start + 3 * 16_000)
+    });
+    let stopped_at = unix_now();
+    let packets = capture.stop();
+    assert!(
+        grown,
+        "carol's dump stopped growing; server log:\n{}",
+        server.log()
+    );
+    c.hangup();
+    c.wait_event("CALL_CLOSED", DEADLINE);
+    b.wait_event("CALL_CLOSED", DEADLINE);
+    server.wait_metric("switchboard_active_calls", 0.0, DEADLINE);
+
+    // Carol hears bob: the end of her dump.
+    let wav = Wav::read(&decoded_dump(&carol_dumps).expect("carol's decoded dump"));
+    let m = measure_tone(&tail(&wav, 0, 2), f64::from(BOB_TONE), Duration::ZERO);
+    eprintln!("carol hears, last 2 s: {m:?}");
+    assert!(
+        (m.hz - f64::from(BOB_TONE)).abs() <= f64::from(BOB_TONE) * 0.03
+            && m.level_dbfs > -40.0
+            && m.purity > 0.5,
+        "carol should hear bob's {BOB_TONE} Hz after the transfer: {m:?}"
+    );
+    // Bob, from the capture: music on hold while held, then carol.
+    let on_hold = heard(&packets, b.rtp_ports, held_at + 0.3, referred_at - 0.2);
+    let moh = measure_tone(&on_hold, f64::from(CAROL_TONE), Duration::ZERO);
+    eprintln!("bob hears while held: {moh:?}");
+    assert!(
+        moh.seconds >= 1.0 && moh.level_dbfs > -40.0 && moh.purity < 0.5,
+        "bob should hear music on hold (not carol) while held: {moh:?}"
+    );
+    let after = heard(&packets, b.rtp_ports, transferred_at + 0.5, stopped_at);
+    let m = measure_tone(&after, f64::from(CAROL_TONE), Duration::ZERO);
+    eprintln!("bob hears after the transfer: {m:?}");
+    assert!(
+        m.seconds >= 1.5
+            && (m.hz - f64::from(CAROL_TONE)).abs() <= f64::from(CAROL_TONE) * 0.03
+            && m.level_dbfs > -40.0
+            && m.purity > 0.5,
+        "bob should hear carol's {CAROL_TONE} Hz after the transfer: {m:?}"
+    );
+
+    // The call log: both calls carry the attended transfer.
+    let rows = call_log(&api, 2);
+    let transfer_of = |callee: &str| {
+        let row = rows
+            .iter()
+            .find(|r| r["callee"] == callee)
+            .unwrap_or_else(|| panic!("no call log row to {callee}: {rows:?}"));
+        row["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|h| h["kind"] == "transferred")
+            .cloned()
+            .unwrap_or_else(|| panic!("no transfer in the row to {callee}: {row}"))
+    };
+    let consult_row = transfer_of("carol");
+    assert_eq!(
+        consult_row["detail"]["transfer"], "attended",
+        "{consult_row}"
+    );
+    assert_eq!(consult_row["detail"]["from"], "alice", "{consult_row}");
+    assert_eq!(consult_row["detail"]["to"], "bob", "{consult_row}");
+    let original_row = transfer_of("bob");
+    assert_eq!(
+        original_row["detail"]["transfer"], "attended",
+        "{original_row}"
+    );
+    assert_eq!(original_row["detail"]["to"], "carol", "{original_row}");
 }

@@ -224,6 +224,8 @@ pub struct Baresip {
     pub ctrl: CtrlClient,
     pub user: User,
     pub sip_port: u16,
+    /// The phone's RTP port range (`rtp_ports`), inclusive: where what it hears arrives.
+    pub rtp_ports: (u16, u16),
     dir: PathBuf,
     log: PathBuf,
 }
@@ -324,6 +326,7 @@ impl Baresip {
             ctrl,
             user: user.clone(),
             sip_port,
+            rtp_ports: (rtp_first, rtp_first + 9),
             dir,
             log,
         }

@@ -186,15 +186,28 @@ pub fn sequence_gaps(packets: &[&RtpPacket]) -> u32 {
 // ---------------------------------------------------------------------------
 // pcap (classic libpcap format, as shipped with sip-tester)
 
-/// The UDP payloads of a classic pcap file (Ethernet or Linux cooked
-/// capture, IPv4), in file order.
-pub fn pcap_udp_payloads(path: &Path) -> Vec<Vec<u8>> {
+/// One UDP datagram of a capture.
+#[derive(Clone, Debug)]
+pub struct UdpPacket {
+    /// Capture time, seconds since the Unix epoch.
+    pub at: f64,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub payload: Vec<u8>,
+}
+
+/// The UDP datagrams (IPv4) of a classic pcap file (Ethernet, which is also what Linux
+/// gives for `lo`, or Linux cooked capture), in file order. A record cut short at the
+/// end (the capture was stopped while writing) is left out.
+pub fn pcap_udp_packets(path: &Path) -> Vec<UdpPacket> {
     let data = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     assert!(data.len() >= 24, "{}: too short for a pcap", path.display());
     let magic = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
-    let little = match magic {
-        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
-        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
+    let (little, nanos) = match magic {
+        0xa1b2_c3d4 => (true, false),
+        0xa1b2_3c4d => (true, true),
+        0xd4c3_b2a1 => (false, false),
+        0x4d3c_b2a1 => (false, true),
         _ => panic!("{}: not a classic pcap file", path.display()),
     };
     let u32_at = |at: usize| {
@@ -210,11 +223,16 @@ pub fn pcap_udp_payloads(path: &Path) -> Vec<Vec<u8>> {
         113 => 16, // Linux cooked
         other => panic!("{}: unsupported link type {other}", path.display()),
     };
-    let mut payloads = Vec::new();
+    let mut packets = Vec::new();
     let mut at = 24;
     while at + 16 <= data.len() {
+        let fraction = f64::from(u32_at(at + 4)) / if nanos { 1e9 } else { 1e6 };
+        let time = f64::from(u32_at(at)) + fraction;
         let captured = u32_at(at + 8) as usize;
-        let frame = &data[at + 16..(at + 16 + captured).min(data.len())];
+        if at + 16 + captured > data.len() {
+            break;
+        }
+        let frame = &data[at + 16..at + 16 + captured];
         at += 16 + captured;
         let Some(ip) = frame.get(link_header..) else {
             continue;
@@ -229,10 +247,23 @@ pub fn pcap_udp_payloads(path: &Path) -> Vec<Vec<u8>> {
         }
         let udp_len = usize::from(u16::from_be_bytes([udp[4], udp[5]])).min(udp.len());
         if udp_len >= 8 {
-            payloads.push(udp[8..udp_len].to_vec());
+            packets.push(UdpPacket {
+                at: time,
+                src_port: u16::from_be_bytes([udp[0], udp[1]]),
+                dst_port: u16::from_be_bytes([udp[2], udp[3]]),
+                payload: udp[8..udp_len].to_vec(),
+            });
         }
     }
-    payloads
+    packets
+}
+
+/// The UDP payloads of a classic pcap file, in file order.
+pub fn pcap_udp_payloads(path: &Path) -> Vec<Vec<u8>> {
+    pcap_udp_packets(path)
+        .into_iter()
+        .map(|p| p.payload)
+        .collect()
 }
 
 /// The RTP packets of a pcap file.
@@ -241,6 +272,168 @@ pub fn pcap_rtp(path: &Path) -> Vec<RtpPacket> {
         .iter()
         .filter_map(|p| RtpPacket::parse(p))
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// G.711
+
+/// ITU-T G.711 μ-law expansion (written out here, independent of the server's codec,
+/// so that a bug there cannot cancel out in the check).
+pub fn ulaw_to_linear(u: u8) -> i16 {
+    let u = !u;
+    let t = ((i16::from(u & 0x0f) << 3) + 0x84) << ((u & 0x70) >> 4);
+    if u & 0x80 != 0 {
+        0x84 - t
+    } else {
+        t - 0x84
+    }
+}
+
+/// ITU-T G.711 μ-law compression (the classic biased segment search).
+pub fn linear_to_ulaw(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    const CLIP: i32 = 32635;
+    let mut s = i32::from(sample);
+    let sign = if s < 0 {
+        s = -s;
+        0x80
+    } else {
+        0
+    };
+    s = s.min(CLIP) + BIAS;
+    // The segment: the position of the highest set bit of s >> 7 (0 for none).
+    let top = ((s >> 7) & 0xff) as u8;
+    let exponent = if top == 0 {
+        0
+    } else {
+        7 - top.leading_zeros() as i32
+    };
+    let mantissa = (s >> (exponent + 3)) & 0x0f;
+    !(sign | (exponent << 4) as u8 | mantissa as u8)
+}
+
+/// A test-owned RTP endpoint standing in for a phone's audio: it sends a PCMU sine tone
+/// every 20 ms (paced by a deadline, not by sleeping a guessed time) to the address it
+/// is given, from its own socket (so symmetric RTP answers to it), and keeps every RTP
+/// packet it receives with its arrival time (seconds since the Unix epoch, the clock of
+/// capture files).
+pub struct TonePhone {
+    port: u16,
+    target: Arc<Mutex<Option<SocketAddr>>>,
+    received: Arc<Mutex<Vec<(f64, RtpPacket)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Seconds since the Unix epoch now.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl TonePhone {
+    /// Binds 127.0.0.1:0; the tone (`hz`, at -10 dBFS) starts once [`TonePhone::send_to`]
+    /// names a destination.
+    pub fn bind(hz: f64) -> TonePhone {
+        let socket = UdpSocket::bind((LOCALHOST, 0)).expect("bind a tone phone on 127.0.0.1:0");
+        let port = socket.local_addr().expect("local_addr").port();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .expect("set_read_timeout");
+        let target: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (target, received, stop) = (
+                Arc::clone(&target),
+                Arc::clone(&received),
+                Arc::clone(&stop),
+            );
+            std::thread::spawn(move || {
+                let ssrc = 0x5eed_0001u32;
+                let (mut sequence, mut timestamp, mut phase) = (0u16, 0u32, 0.0f64);
+                let step = 2.0 * std::f64::consts::PI * hz / 8000.0;
+                let mut next = Instant::now();
+                let mut buffer = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if Instant::now() >= next {
+                        next += Duration::from_millis(20);
+                        let to = *target.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(to) = to {
+                            let mut packet = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                            packet[2..4].copy_from_slice(&sequence.to_be_bytes());
+                            packet[4..8].copy_from_slice(&timestamp.to_be_bytes());
+                            packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                            for _ in 0..160 {
+                                let sample = (0.316 * 32767.0 * phase.sin()) as i16;
+                                packet.push(linear_to_ulaw(sample));
+                                phase = (phase + step) % (2.0 * std::f64::consts::PI);
+                            }
+                            let _ = socket.send_to(&packet, to);
+                            sequence = sequence.wrapping_add(1);
+                            timestamp = timestamp.wrapping_add(160);
+                        }
+                    }
+                    if let Ok((n, _)) = socket.recv_from(&mut buffer) {
+                        if let Some(p) = RtpPacket::parse(&buffer[..n]) {
+                            received
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push((unix_now(), p));
+                        }
+                    }
+                }
+            })
+        };
+        TonePhone {
+            port,
+            target,
+            received,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Starts (or re-points) the tone.
+    pub fn send_to(&self, to: SocketAddr) {
+        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = Some(to);
+    }
+
+    /// The RTP received so far, with arrival times.
+    pub fn received(&self) -> Vec<(f64, RtpPacket)> {
+        self.received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for TonePhone {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The audio of PCMU RTP packets, in the order given, as 8 kHz mono (packets of other
+/// payload types are left out; losses are not filled in).
+pub fn pcmu_audio<'a>(packets: impl IntoIterator<Item = &'a RtpPacket>) -> Wav {
+    Wav {
+        sample_rate: 8000,
+        channels: 1,
+        samples: packets
+            .into_iter()
+            .filter(|p| p.payload_type == 0)
+            .flat_map(|p| p.payload.iter().map(|&b| ulaw_to_linear(b)))
+            .collect(),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -491,6 +684,26 @@ fn rtp_headers_parse() {
     assert_eq!(parsed.payload, vec![1, 2, 3]);
     // RTCP (SR) is not RTP.
     assert!(RtpPacket::parse(&[0x80, 200, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
+}
+
+#[test]
+fn ulaw_expands_the_g711_table_values() {
+    // G.711 Table 2a: 0xFF and 0x7F are the two zeros, 0x80 / 0x00 the extremes.
+    assert_eq!(ulaw_to_linear(0xff), 0);
+    assert_eq!(ulaw_to_linear(0x7f), 0);
+    assert_eq!(ulaw_to_linear(0x80), 32124);
+    assert_eq!(ulaw_to_linear(0x00), -32124);
+    // The first steps of the finest segment: ±8.
+    assert_eq!(ulaw_to_linear(0xfe), 8);
+    assert_eq!(ulaw_to_linear(0x7e), -8);
+    // Compression gives back every code from its expansion (0x7f, the negative zero,
+    // compresses to the positive one).
+    for code in 0..=255u8 {
+        let again = linear_to_ulaw(ulaw_to_linear(code));
+        assert_eq!(again, if code == 0x7f { 0xff } else { code }, "{code:#x}");
+    }
+    assert_eq!(linear_to_ulaw(i16::MAX), 0x80);
+    assert_eq!(linear_to_ulaw(i16::MIN), 0x00);
 }
 
 #[test]

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod baresip;
+pub mod capture;
 pub mod media;
 pub mod sipp;
 

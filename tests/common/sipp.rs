@@ -248,6 +248,11 @@ impl RunningSipp {
         read_lossy(&self.files.logs)
     }
 
+    /// SIPp's message trace so far (`-trace_msg`; see `media::sipp_received_messages`).
+    pub fn messages(&self) -> String {
+        read_lossy(&self.files.messages)
+    }
+
     pub fn wait(mut self) -> SippRun {
         let mut child = self.child.take().expect("waited twice");
         let status = wait_child(&mut child, SIPP_DEADLINE);

@@ -6,6 +6,12 @@
 //! Calling out from a room: alice dials the room, the API's `POST /rooms/800/participants`
 //! rings bob's phone (which answers by itself), bob joins, and each hears the other.
 //!
+//! A phone's conference button in "network conference" mode (RFC 4579): alice's phone
+//! (SIPp) calls the conference factory, gets the room as its focus, and REFERs its calls
+//! with bob and carol (baresip) to the focus URI; each of the three hears the other two
+//! and not itself (bob's and carol's audio decoded from RTP captured on `lo`, since a
+//! re-INVITE ends baresip's decoded dump).
+//!
 //! Mute and kick are covered by the engine scenarios in `pbx/core/tests/conference.rs`
 //! and by the mixer's tests.
 
@@ -16,7 +22,11 @@ use std::time::Duration;
 
 use common::api::Api;
 use common::baresip::{AnswerMode, Baresip, PhoneOptions};
-use common::media::{goertzel_power, Wav};
+use common::capture::{rtp_to, Capture};
+use common::media::{
+    goertzel_power, pcmu_audio, sdp_audio, sipp_received_messages, unix_now, TonePhone, Wav,
+};
+use common::sipp::Sipp;
 use common::{alice, bob, peer_available, wait_until, wait_until_or, Server, ServerOptions, User};
 
 /// How long SIP signalling may take to set a call up on a loaded machine.
@@ -439,4 +449,206 @@ fn a_live_call_becomes_a_conference_that_a_third_party_joins() {
         levels[0].min(levels[1]) - levels[2] > 25.0,
         "carol hears her own tone: {levels:?}"
     );
+}
+
+/// What a phone's conference button does when the phone is set up for a network
+/// conference (Yealink "Network Conference", Polycom `voIpProt.SIP.conference.address`):
+/// alice's phone (SIPp for signalling, a test-owned socket for its 440 Hz audio) INVITEs
+/// the conference factory `conf`; the 200 names room 800 as the focus (`Contact:
+/// <sip:800@...>;isfocus`). Her calls to bob and carol (two SIPp instances, started
+/// together once the focus URI is known, so both REFERs arrive at about the same time)
+/// each hold the callee and REFER it to the focus URI. Bob (700 Hz) and carol (1000 Hz)
+/// are baresip phones: each is re-INVITEd into the room, and alice gets NOTIFY 200 and
+/// BYE for both calls. Then each of the three hears the other two and not itself; the
+/// call log says both calls moved to the room.
+#[test]
+fn a_phone_conference_button_moves_its_two_calls_into_a_room_from_the_factory() {
+    if !peer_available("baresip") || !peer_available("sipp") {
+        return;
+    }
+    let server = Server::start(
+        ServerOptions::default()
+            .user(alice())
+            .user(bob())
+            .user(carol())
+            .serve_arg("--conference-rooms")
+            .serve_arg("800-809")
+            .serve_arg("--conference-factory")
+            .serve_arg("conf")
+            .env("SWITCHBOARD_API_TOKEN", TOKEN)
+            .env("SWITCHBOARD_LOG", "info"),
+    );
+    let api = Api::new(server.http, TOKEN);
+    let tones = [440u32, 700, 1000];
+    let phone = |user: &User, tone| {
+        let mut p = Baresip::start_with(
+            &server,
+            user,
+            AnswerMode::Auto,
+            &PhoneOptions {
+                audio_codecs: "pcmu".into(),
+                tone_hz: tone,
+                snd_path: None,
+            },
+        );
+        p.wait_registered();
+        p
+    };
+    let mut b = phone(&bob(), tones[1]);
+    let mut c = phone(&carol(), tones[2]);
+    let Some(capture) = Capture::start(
+        &server.run_dir("capture"),
+        &format!(
+            "udp and (dst portrange {}-{} or dst portrange {}-{})",
+            b.rtp_ports.0, b.rtp_ports.1, c.rtp_ports.0, c.rtp_ports.1
+        ),
+    ) else {
+        return;
+    };
+    let alice_audio = TonePhone::bind(f64::from(tones[0]));
+
+    // The conference button: the factory opens a room, alice is its first participant.
+    let mut focus_call = Sipp::uac(&server, "uac_factory.xml")
+        .caller(&alice())
+        .service("conf")
+        .substitute("@MEDIA_PORT@", &alice_audio.port().to_string())
+        .spawn();
+    focus_call.wait_for_log("focus ", SETUP_DEADLINE);
+    let logs = focus_call.logs();
+    let contact = logs
+        .lines()
+        .find_map(|l| l.split_once("focus ").map(|(_, c)| c.trim().to_string()))
+        .unwrap();
+    let focus_uri = contact
+        .strip_prefix('<')
+        .and_then(|c| c.strip_suffix(">;isfocus"))
+        .unwrap_or_else(|| panic!("not a focus Contact: {contact}"))
+        .to_string();
+    assert!(
+        focus_uri.starts_with("sip:800@"),
+        "the factory's room is the first free one, 800: {focus_uri}"
+    );
+    let room_media = wait_until(SETUP_DEADLINE, "the room's SDP answer", || {
+        sipp_received_messages(&focus_call.messages())
+            .iter()
+            .filter(|m| m.starts_with("SIP/2.0 200"))
+            .find_map(|m| sdp_audio(m))
+    });
+    alice_audio.send_to(
+        format!("{}:{}", room_media.address, room_media.port)
+            .parse()
+            .unwrap(),
+    );
+
+    // Her two calls, each held and then REFERred to the focus URI.
+    let calls: Vec<_> = ["102", "103"]
+        .iter()
+        .map(|callee| {
+            Sipp::uac(&server, "uac_hold_refer.xml")
+                .caller(&alice())
+                .service(callee)
+                .key("refer_to", &format!("<{focus_uri}>"))
+                .pause_ms(500)
+                .spawn()
+        })
+        .collect();
+    b.wait_event("CALL_ESTABLISHED", SETUP_DEADLINE);
+    c.wait_event("CALL_ESTABLISHED", SETUP_DEADLINE);
+    for call in calls {
+        call.wait().assert_passed(
+            "alice: call, hold, REFER to the focus, NOTIFY 200, BYE from the server",
+        );
+    }
+    server.wait_metric("switchboard_conference_participants", 3.0, SETUP_DEADLINE);
+    server.wait_metric("switchboard_active_calls", 0.0, SETUP_DEADLINE);
+
+    // Three seconds of the mix, from half a second on (the last join tone).
+    let start = unix_now() + 0.5;
+    let mixed = wait_until_or(Duration::from_secs(15), || {
+        alice_audio
+            .received()
+            .last()
+            .is_some_and(|(at, _)| *at >= start + 3.0)
+    });
+    let end = unix_now();
+    let packets = capture.stop();
+    assert!(
+        mixed,
+        "alice got no 3 s of the room's audio; server log:\n{}",
+        server.log()
+    );
+    let window = |rtp: Vec<(f64, common::media::RtpPacket)>| {
+        pcmu_audio(
+            rtp.iter()
+                .filter(|(at, _)| (start..end).contains(at))
+                .map(|(_, p)| p),
+        )
+    };
+    let heard = [
+        ("alice", window(alice_audio.received())),
+        ("bob", window(rtp_to(&packets, b.rtp_ports))),
+        ("carol", window(rtp_to(&packets, c.rtp_ports))),
+    ];
+    for (i, (name, wav)) in heard.iter().enumerate() {
+        let samples = wav.mono();
+        assert!(
+            samples.len() >= 2 * 8000,
+            "{name}: only {} samples of the room's audio",
+            samples.len()
+        );
+        let levels: Vec<f64> = tones
+            .iter()
+            .map(|&t| tone_db(&samples, wav.sample_rate, f64::from(t)))
+            .collect();
+        eprintln!("{name} hears {levels:?} dB at {tones:?} Hz");
+        for (j, level) in levels.iter().enumerate() {
+            if j == i {
+                continue;
+            }
+            assert!(
+                *level > -40.0,
+                "{name} does not hear the {} Hz tone: {level:.1} dB ({levels:?})",
+                tones[j]
+            );
+            assert!(
+                level - levels[i] > 25.0,
+                "{name} hears its own {} Hz tone at {:.1} dB ({levels:?})",
+                tones[i],
+                levels[i]
+            );
+        }
+    }
+
+    // The call log: both calls ended with their callee moved to room 800.
+    let rows = wait_until(SETUP_DEADLINE, "two call log rows", || {
+        let v = api.expect(200, "GET", "/cdr", None);
+        let rows = v["calls"].as_array().cloned().unwrap_or_default();
+        (rows.len() >= 2).then_some(rows)
+    });
+    for callee in ["bob", "carol"] {
+        let row = rows
+            .iter()
+            .find(|r| r["callee"] == callee)
+            .unwrap_or_else(|| panic!("no call log row to {callee}: {rows:?}"));
+        let moved = row["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|h| h["kind"] == "moved_to_room")
+            .unwrap_or_else(|| panic!("{callee}'s call did not move to a room: {row}"));
+        assert_eq!(moved["detail"]["room"], "800", "{row}");
+        assert_eq!(moved["detail"]["party"], "callee", "{row}");
+    }
+
+    // Bob and carol hang up; alice, alone, is sent BYE at shutdown.
+    for p in [&mut b, &mut c] {
+        p.hangup();
+        p.wait_event("CALL_CLOSED", SETUP_DEADLINE);
+    }
+    server.wait_metric("switchboard_conference_participants", 1.0, SETUP_DEADLINE);
+    let mut server = server;
+    server.terminate(Duration::from_secs(10));
+    focus_call
+        .wait()
+        .assert_passed("alice's leg in the room, ended by the server's BYE");
 }

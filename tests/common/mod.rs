@@ -49,7 +49,7 @@ pub fn peer_available(name: &str) -> bool {
     {
         panic!(
             "{name} is not installed but CI=true: install it (.ci/run does: \
-             apt-get install --no-install-recommends sip-tester baresip-core)"
+             apt-get install --no-install-recommends sip-tester baresip-core wireshark-common)"
         );
     }
     eprintln!("SKIP: {name} not installed");

@@ -12,6 +12,9 @@
 //! and not itself (bob's and carol's audio decoded from RTP captured on `lo`, since a
 //! re-INVITE ends baresip's decoded dump).
 //!
+//! A phone that mixes its three-party call itself (a "local conference") needs two
+//! ordinary calls, hold and resume from the server: tested with SIPp as that phone.
+//!
 //! Mute and kick are covered by the engine scenarios in `pbx/core/tests/conference.rs`
 //! and by the mixer's tests.
 
@@ -22,7 +25,7 @@ use std::time::Duration;
 
 use common::api::Api;
 use common::baresip::{AnswerMode, Baresip, PhoneOptions};
-use common::capture::{rtp_to, Capture};
+use common::capture::{rtp_to, server_to_phones, sip_requests_to, Capture};
 use common::media::{
     goertzel_power, pcmu_audio, sdp_audio, sipp_received_messages, unix_now, TonePhone, Wav,
 };
@@ -498,10 +501,7 @@ fn a_phone_conference_button_moves_its_two_calls_into_a_room_from_the_factory() 
     let mut c = phone(&carol(), tones[2]);
     let Some(capture) = Capture::start(
         &server.run_dir("capture"),
-        &format!(
-            "udp and (dst portrange {}-{} or dst portrange {}-{})",
-            b.rtp_ports.0, b.rtp_ports.1, c.rtp_ports.0, c.rtp_ports.1
-        ),
+        &server_to_phones(&server, &[&b, &c]),
     ) else {
         return;
     };
@@ -651,4 +651,164 @@ fn a_phone_conference_button_moves_its_two_calls_into_a_room_from_the_factory() 
     focus_call
         .wait()
         .assert_passed("alice's leg in the room, ended by the server's BYE");
+}
+
+/// The server's SDP answer in a SIPp instance's trace (the 200 to its INVITE), as an
+/// address to send RTP to.
+fn answer_address(sipp: &common::sipp::RunningSipp) -> std::net::SocketAddr {
+    let audio = wait_until(SETUP_DEADLINE, "the server's SDP answer", || {
+        sipp_received_messages(&sipp.messages())
+            .iter()
+            .filter(|m| m.starts_with("SIP/2.0 200"))
+            .find_map(|m| sdp_audio(m))
+    });
+    format!("{}:{}", audio.address, audio.port).parse().unwrap()
+}
+
+/// A phone's conference button in its default, "local conference" mode: alice's phone
+/// talks to carol, calls bob, holds bob a while, and resumes him, then mixes the two
+/// calls itself. From the server that is two ordinary calls, a hold and a resume. Alice is
+/// SIPp for signalling with a test-owned RTP socket per call sending her 440 Hz voice on
+/// each (the mixing of the others' voices is her phone's own business); bob (700 Hz) and
+/// carol (1000 Hz) are baresip phones. Bob hears music on hold while held and alice after
+/// the resume (decoded from RTP captured on `lo`: the hold's re-INVITE ends his dump);
+/// carol hears alice all along (her dump); alice hears each of them on its own call.
+#[test]
+fn a_phone_mixing_its_own_conference_only_needs_two_calls_hold_and_resume() {
+    if !peer_available("baresip") || !peer_available("sipp") {
+        return;
+    }
+    const HOLD_MS: u64 = 2000;
+    let server = Server::start(
+        ServerOptions::default()
+            .user(alice())
+            .user(bob())
+            .user(carol())
+            .env("SWITCHBOARD_LOG", "info"),
+    );
+    let carol_dir = server.run_dir("dumps-carol");
+    let phone = |user: &User, tone, dir: Option<PathBuf>| {
+        let mut p = Baresip::start_with(
+            &server,
+            user,
+            AnswerMode::Auto,
+            &PhoneOptions {
+                audio_codecs: "pcmu".into(),
+                tone_hz: tone,
+                snd_path: dir,
+            },
+        );
+        p.wait_registered();
+        p
+    };
+    let mut b = phone(&bob(), 700, None);
+    let mut c = phone(&carol(), 1000, Some(carol_dir.clone()));
+    // Bob's RTP, and the SIP requests he gets (their times mark the hold and the resume).
+    let Some(capture) = Capture::start(
+        &server.run_dir("capture"),
+        &server_to_phones(&server, &[&b]),
+    ) else {
+        return;
+    };
+    let (to_carol, to_bob) = (TonePhone::bind(440.0), TonePhone::bind(440.0));
+    let carol_call = Sipp::uac(&server, "uac_media_call.xml")
+        .caller(&alice())
+        .service("103")
+        .substitute("@MEDIA_PORT@", &to_carol.port().to_string())
+        .spawn();
+    c.wait_event("CALL_ESTABLISHED", SETUP_DEADLINE);
+    to_carol.send_to(answer_address(&carol_call));
+
+    let mut bob_call = Sipp::uac(&server, "uac_media_hold_resume.xml")
+        .caller(&alice())
+        .service("102")
+        .substitute("@MEDIA_PORT@", &to_bob.port().to_string())
+        .pause_ms(HOLD_MS)
+        .spawn();
+    b.wait_event("CALL_ESTABLISHED", SETUP_DEADLINE);
+    let bob_address = answer_address(&bob_call);
+    to_bob.send_to(bob_address);
+    bob_call.wait_for_log("held", SETUP_DEADLINE);
+    // A phone holding a call stops sending on it.
+    to_bob.stop_sending();
+    bob_call.wait_for_log("resumed", SETUP_DEADLINE);
+    to_bob.send_to(bob_address);
+    let resumed_at = unix_now();
+    // Three seconds of the three-party call.
+    let talked = wait_until_or(Duration::from_secs(15), || {
+        to_bob
+            .received()
+            .last()
+            .is_some_and(|(at, _)| *at >= resumed_at + 3.5)
+    });
+    let end = unix_now();
+    let packets = capture.stop();
+    assert!(talked, "alice hears nothing from bob after the resume");
+    assert_eq!(
+        common::metric_sum(&server.metrics(), "switchboard_active_calls"),
+        Some(2.0)
+    );
+    for p in [&mut b, &mut c] {
+        p.hangup();
+        p.wait_event("CALL_CLOSED", SETUP_DEADLINE);
+    }
+    bob_call
+        .wait()
+        .assert_passed("alice's call to bob: hold, resume, bob's BYE");
+    carol_call
+        .wait()
+        .assert_passed("alice's call to carol: carol's BYE");
+
+    let hears = |name: &str, wav: &Wav, hz: u32| {
+        let m = common::media::measure_tone(wav, f64::from(hz), Duration::ZERO);
+        eprintln!("{name}: {m:?}");
+        assert!(
+            m.seconds >= 1.5
+                && (m.hz - f64::from(hz)).abs() <= f64::from(hz) * 0.03
+                && m.level_dbfs > -40.0
+                && m.purity > 0.5,
+            "{name} should hear {hz} Hz: {m:?}"
+        );
+    };
+    let window = |rtp: Vec<(f64, common::media::RtpPacket)>, from: f64, to: f64| {
+        pcmu_audio(
+            rtp.iter()
+                .filter(|(at, _)| (from..to).contains(at))
+                .map(|(_, p)| p),
+        )
+    };
+    // Bob's three INVITEs: the call, the hold and the resume (relayed from alice).
+    let invites = sip_requests_to(&packets, b.sip_port, "INVITE");
+    assert_eq!(invites.len(), 3, "INVITEs to bob at {invites:?}");
+    let (held_at, resumed_at) = (invites[1], invites[2]);
+    let bob_rtp = rtp_to(&packets, b.rtp_ports);
+    let music = window(bob_rtp.clone(), held_at + 0.3, resumed_at - 0.05);
+    let m = common::media::measure_tone(&music, 440.0, Duration::ZERO);
+    eprintln!("bob while held: {m:?}");
+    assert!(
+        m.seconds >= 1.0 && m.level_dbfs > -40.0 && m.purity < 0.5,
+        "bob should hear music on hold, not alice, while held: {m:?}"
+    );
+    hears(
+        "bob after the resume",
+        &window(bob_rtp, resumed_at + 0.5, end),
+        440,
+    );
+    hears(
+        "alice on bob's call after the resume",
+        &window(to_bob.received(), resumed_at + 0.5, end),
+        700,
+    );
+    hears(
+        "alice on carol's call",
+        &window(to_carol.received(), resumed_at + 0.5, end),
+        1000,
+    );
+    let carol_hears = Wav::read(&decoded_dump(&carol_dir).expect("carol's decoded dump"));
+    let keep = 2 * carol_hears.sample_rate as usize * usize::from(carol_hears.channels);
+    let last = Wav {
+        samples: carol_hears.samples[carol_hears.samples.len().saturating_sub(keep)..].to_vec(),
+        ..carol_hears
+    };
+    hears("carol, last 2 s", &last, 440);
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::api::Api;
 use common::baresip::{AnswerMode, Baresip, PhoneOptions};
-use common::capture::{rtp_to, Capture};
+use common::capture::{rtp_to, server_to_phones, sip_requests_to, timeline, Capture};
 use common::media::{measure_tone, pcmu_audio, unix_now, Wav};
 use common::sipp::{register, Sipp};
 use common::{peer_available, wait_until, wait_until_or, Server, ServerOptions, User};
@@ -421,9 +421,10 @@ fn attended_transfer_by_refer_with_replaces_connects_the_held_party_to_the_consu
         CAROL_TONE,
         Some(carol_dumps.clone()),
     );
+    // Bob's RTP, and the SIP requests he gets (their times mark the hold and the move).
     let Some(capture) = Capture::start(
         &server.run_dir("capture"),
-        &format!("udp and dst portrange {}-{}", b.rtp_ports.0, b.rtp_ports.1),
+        &server_to_phones(&server, &[&b]),
     ) else {
         return;
     };
@@ -449,7 +450,7 @@ fn attended_transfer_by_refer_with_replaces_connects_the_held_party_to_the_consu
         call_id.replace('%', "%25").replace('@', "%40")
     );
 
-    let mut original = Sipp::uac(&server, "uac_hold_refer.xml")
+    let original = Sipp::uac(&server, "uac_hold_refer.xml")
         .caller(&alice)
         .service("102")
         .key(
@@ -459,17 +460,12 @@ fn attended_transfer_by_refer_with_replaces_connects_the_held_party_to_the_consu
         .pause_ms(HOLD_MS)
         .spawn();
     b.wait_event("CALL_ESTABLISHED", DEADLINE);
-    original.wait_for_log("held", DEADLINE);
-    let held_at = unix_now();
-    original.wait_for_log("referred", DEADLINE);
-    let referred_at = unix_now();
     original
         .wait()
         .assert_passed("alice: call bob, hold, REFER with Replaces, NOTIFY 200, BYE");
     consult
         .wait()
         .assert_passed("alice's consultation leg is released with BYE");
-    let transferred_at = unix_now();
 
     // Bob and carol talk now: three seconds of carol's dump (8 kHz, 16-bit mono).
     let start = decoded_dump(&carol_dumps)
@@ -502,15 +498,20 @@ fn attended_transfer_by_refer_with_replaces_connects_the_held_party_to_the_consu
             && m.purity > 0.5,
         "carol should hear bob's {BOB_TONE} Hz after the transfer: {m:?}"
     );
-    // Bob, from the capture: music on hold while held, then carol.
-    let on_hold = heard(&packets, b.rtp_ports, held_at + 0.3, referred_at - 0.2);
+    // Bob, from the capture: music on hold while held, then carol. His three INVITEs:
+    // the call, alice's hold (relayed), and ours moving him into the consultation call.
+    let invites = sip_requests_to(&packets, b.sip_port, "INVITE");
+    assert_eq!(invites.len(), 3, "INVITEs to bob at {invites:?}");
+    let (held_at, moved_at) = (invites[1], invites[2]);
+    let on_hold = heard(&packets, b.rtp_ports, held_at + 0.3, moved_at - 0.05);
     let moh = measure_tone(&on_hold, f64::from(CAROL_TONE), Duration::ZERO);
     eprintln!("bob hears while held: {moh:?}");
     assert!(
         moh.seconds >= 1.0 && moh.level_dbfs > -40.0 && moh.purity < 0.5,
-        "bob should hear music on hold (not carol) while held: {moh:?}"
+        "bob should hear music on hold (not carol) while held: {moh:?}; INVITEs to bob at {invites:?}, RTP to him at {:?}",
+        timeline(&rtp_to(&packets, b.rtp_ports))
     );
-    let after = heard(&packets, b.rtp_ports, transferred_at + 0.5, stopped_at);
+    let after = heard(&packets, b.rtp_ports, moved_at + 0.5, stopped_at);
     let m = measure_tone(&after, f64::from(CAROL_TONE), Duration::ZERO);
     eprintln!("bob hears after the transfer: {m:?}");
     assert!(

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::baresip::Baresip;
 use super::media::{pcap_udp_packets, RtpPacket, UdpPacket};
-use super::{peer_available, poll_until, read_lossy, stop_child};
+use super::{peer_available, poll_until, read_lossy, stop_child, Server};
 
 /// How long dumpcap may take to open `lo` and write its file header.
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -103,6 +104,27 @@ impl Drop for Capture {
     }
 }
 
+/// A capture filter for what `server` sends to `phones`: RTP from its RTP ports to
+/// theirs, SIP from its SIP port to theirs. Naming both ends keeps out the traffic of
+/// other tests (other processes may reuse the same port numbers on `lo`).
+pub fn server_to_phones(server: &Server, phones: &[&Baresip]) -> String {
+    let each: Vec<String> = phones
+        .iter()
+        .map(|p| {
+            format!(
+                "(src portrange {}-{} and dst portrange {}-{}) or (src port {} and dst port {})",
+                server.rtp_ports.0,
+                server.rtp_ports.1,
+                p.rtp_ports.0,
+                p.rtp_ports.1,
+                server.sip.port(),
+                p.sip_port
+            )
+        })
+        .collect();
+    format!("udp and ({})", each.join(" or "))
+}
+
 /// The RTP packets among `packets` sent to a port in `ports` (inclusive), in capture
 /// order, with their capture times.
 pub fn rtp_to(packets: &[UdpPacket], ports: (u16, u16)) -> Vec<(f64, RtpPacket)> {
@@ -111,4 +133,53 @@ pub fn rtp_to(packets: &[UdpPacket], ports: (u16, u16)) -> Vec<(f64, RtpPacket)>
         .filter(|p| (ports.0..=ports.1).contains(&p.dst_port))
         .filter_map(|p| RtpPacket::parse(&p.payload).map(|r| (p.at, r)))
         .collect()
+}
+
+/// The capture times of the SIP requests `method` sent to `port`, one per transaction
+/// (retransmissions, same Call-ID and CSeq, left out), in order: the moments a phone was
+/// told something (a hold, a move), on the same clock as its RTP.
+pub fn sip_requests_to(packets: &[UdpPacket], port: u16, method: &str) -> Vec<f64> {
+    let mut seen = Vec::new();
+    let mut times = Vec::new();
+    for p in packets.iter().filter(|p| p.dst_port == port) {
+        let text = String::from_utf8_lossy(&p.payload);
+        if !text.starts_with(&format!("{method} ")) {
+            continue;
+        }
+        let header = |name: &str| {
+            text.lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.trim()
+                        .eq_ignore_ascii_case(name)
+                        .then(|| v.trim().to_string())
+                })
+                .unwrap_or_default()
+        };
+        let key = (header("Call-ID"), header("CSeq"));
+        if !seen.contains(&key) {
+            seen.push(key);
+            times.push(p.at);
+        }
+    }
+    times
+}
+
+/// A one-line account of a stream's timing for failure reports: packet count, first and
+/// last capture times, and every gap over 100 ms.
+pub fn timeline(rtp: &[(f64, RtpPacket)]) -> String {
+    let (Some(first), Some(last)) = (rtp.first(), rtp.last()) else {
+        return "no RTP".into();
+    };
+    let gaps: Vec<String> = rtp
+        .windows(2)
+        .filter(|w| w[1].0 - w[0].0 > 0.1)
+        .map(|w| format!("{:.3}+{:.3}s", w[0].0, w[1].0 - w[0].0))
+        .collect();
+    format!(
+        "{} packets from {:.3} to {:.3}, gaps {gaps:?}",
+        rtp.len(),
+        first.0,
+        last.0
+    )
 }

@@ -404,6 +404,11 @@ impl TonePhone {
         *self.target.lock().unwrap_or_else(|e| e.into_inner()) = Some(to);
     }
 
+    /// Stops the tone (a phone holding the call), until the next `send_to`.
+    pub fn stop_sending(&self) {
+        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// The RTP received so far, with arrival times.
     pub fn received(&self) -> Vec<(f64, RtpPacket)> {
         self.received

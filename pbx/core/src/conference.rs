@@ -16,6 +16,13 @@
 //! ring deadline shares the engine's deadline heap, keyed by the participant id, which is
 //! drawn from the same counter as call ids). A call-out never touches a room until it is
 //! answered: a device that is busy or does not answer leaves the room as it was.
+//!
+//! Ad hoc conferences (a phone's conference button, RFC 4579): the conference factory
+//! opens the first free room and answers as its focus (`Contact: <sip:ROOM@..>;isfocus`,
+//! as every room answer does); a REFER naming a room, in a call's dialog
+//! ([`Engine::refer_into_room`], hooked in `features.rs`) or to the focus, moves a call's
+//! party into the room by a re-INVITE toward a new room port pair ([`ToRoom`]), the same
+//! move as the API's `RoomFromCall`. The referrer hears how it went by NOTIFY.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};

@@ -1630,6 +1630,19 @@ impl Engine {
         }
     }
 
+    /// The API's blind transfer to a room number: the party on `side` is moved into the
+    /// room; the other one is released once it is in. Nobody is told by NOTIFY.
+    pub(crate) fn move_into_room(
+        &mut self,
+        call: u64,
+        side: usize,
+        room: &str,
+        now: Instant,
+    ) -> Result<(), CommandError> {
+        self.check_movable(call)?;
+        self.reinvite_into_room(call, side, room, None, now)
+    }
+
     /// REFER from a participant to the focus. With a Replaces naming the participant's
     /// own dialog in a two-party call, the other party of that call joins the room (the
     /// participant's leg in the call is released, as the replaced dialog would be).

@@ -1941,6 +1941,12 @@ impl Engine {
         }
         let stays = side_of(party);
         let by = Some(self.side_name(key, 1 - stays));
+        if self.is_room_number(target) {
+            // Into a conference room: the party that stays is moved there, the other
+            // released once it is in (as for a REFER naming a room).
+            self.move_into_room(key, stays, target, now)?;
+            return Ok(CommandReply::Accepted);
+        }
         if self.is_park_target(target) {
             let slot = (target != self.config.features.park_extension).then(|| target.to_string());
             return self.command_park_side(key, stays, slot, by, now);

@@ -1145,3 +1145,35 @@ fn a_refer_to_the_focus_with_replaces_brings_in_the_other_party_of_that_call() {
         vec![404]
     );
 }
+
+/// The API's blind transfer to a room number: the party that stays is moved into the
+/// room, the other is released once it is in.
+#[test]
+fn a_blind_transfer_by_the_api_to_a_room_moves_the_staying_party_in() {
+    let mut net = net();
+    let [p1, p2, _] = phones(&mut net);
+    let (a1, b1) = call(&mut net, p1, "102", p2);
+    let now = net.now;
+    let CommandReply::Calls(calls) = net.engine.handle_command(Command::ListCalls, now).unwrap()
+    else {
+        panic!()
+    };
+    let reply = net.command(Command::BlindTransfer {
+        call: calls[0].call,
+        party: switchboard_core::Party::Caller,
+        target: "801".into(),
+    });
+    assert_eq!(reply, Ok(CommandReply::Accepted));
+    answer_reinvite(&mut net, p1, &a1, 200);
+    assert_eq!(
+        got(&mut net, p2, Method::Bye, &b1).len(),
+        1,
+        "{}",
+        net.wire_log()
+    );
+    assert!(got(&mut net, p1, Method::Bye, &a1).is_empty());
+    let listing = rooms(&mut net);
+    assert_eq!(listing[0].0, "801");
+    assert_eq!(listing[0].1[0].1, "101");
+    assert_eq!(net.engine.stats().active_calls, 0);
+}

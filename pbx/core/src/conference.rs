@@ -1630,6 +1630,16 @@ impl Engine {
         }
     }
 
+    /// The side of `call` being moved into a room at someone's REFER, if one is.
+    pub(crate) fn referred_room_move(&self, call: u64) -> Option<usize> {
+        self.client_roles.values().find_map(|(k, role)| match role {
+            crate::call::ClientRole::ToRoom(t) if *k == call && t.referrer.is_some() => {
+                Some(t.side)
+            }
+            _ => None,
+        })
+    }
+
     /// The API's blind transfer to a room number: the party on `side` is moved into the
     /// room; the other one is released once it is in. Nobody is told by NOTIFY.
     pub(crate) fn move_into_room(

@@ -549,7 +549,13 @@ impl Engine {
         let ring_side = call.ring.as_ref().map(|r| r.side);
         let parked = call.parked.is_some();
         let alone = !self.side_present(key, 1 - side);
-        if ring_side.is_none() && !parked && !alone {
+        // The transferor of an attended transfer, or the referrer of a move into a room,
+        // hanging up before the move is done.
+        let referrer_left = self
+            .referred_room_move(key)
+            .or_else(|| self.attended_move(key))
+            .is_some_and(|moving| moving != side);
+        if ring_side.is_none() && !parked && !alone && !referrer_left {
             return false;
         }
         self.reply_in_dialog(id, req, 200, now);
@@ -560,6 +566,12 @@ impl Engine {
             // The transferor hung up after REFER (RFC 5589 §6 allows it): the transfer
             // goes on; if it fails now, the transferee has nobody to go back to.
             tracing::debug!(call = key, "transferor left; the transfer continues");
+            return true;
+        }
+        if referrer_left {
+            // As for a blind transfer: the move goes on; if it fails, the party that was
+            // to move is alone in the call and is hung up.
+            tracing::debug!(call = key, "referrer left; the move continues");
             return true;
         }
         // The party that stays (transferee, parked party) or a lone party hung up.
@@ -744,6 +756,27 @@ impl Engine {
                 },
             );
         }
+    }
+
+    /// The side of `key` being moved into another call by an attended transfer (our
+    /// re-INVITE in flight, or waiting to be sent again after a 491), if one is.
+    fn attended_move(&self, key: u64) -> Option<usize> {
+        let in_flight = self.client_roles.values().find_map(|(k, role)| match role {
+            ClientRole::OwnReinvite(r)
+                if *k == key && matches!(r.purpose, ReinvitePurpose::MoveTo { .. }) =>
+            {
+                Some(r.side)
+            }
+            _ => None,
+        });
+        in_flight.or_else(|| {
+            self.calls
+                .get(&key)?
+                .reinvite_retry
+                .as_ref()
+                .filter(|(_, _, p)| matches!(p, ReinvitePurpose::MoveTo { .. }))
+                .map(|(_, side, _)| *side)
+        })
     }
 
     fn is_park_target(&self, dialled: &str) -> bool {
@@ -1332,11 +1365,14 @@ impl Engine {
                 status = resp.status,
                 "our re-INVITE was refused"
             );
-            if let ReinvitePurpose::MoveTo {
-                notify: Some(n), ..
-            } = &r.purpose
-            {
-                self.notify_refer(key, n, resp.status, now);
+            if let ReinvitePurpose::MoveTo { notify, .. } = &r.purpose {
+                if let Some(n) = notify {
+                    self.notify_refer(key, n, resp.status, now);
+                }
+                if !self.side_present(key, 1 - r.side) {
+                    // The transferor already left: nobody to go back to.
+                    self.hang_up_both(key, now);
+                }
             }
             return;
         }

@@ -1177,3 +1177,47 @@ fn a_blind_transfer_by_the_api_to_a_room_moves_the_staying_party_in() {
     assert_eq!(listing[0].1[0].1, "101");
     assert_eq!(net.engine.stats().active_calls, 0);
 }
+
+/// The referrer hangs up right after its REFER (before the party accepted the move): the
+/// move goes on, the party joins the room, and the call ends without anyone else.
+#[test]
+fn the_referrer_may_hang_up_before_the_move_into_the_room_is_done() {
+    let mut net = net();
+    let [p1, p2, _] = phones(&mut net);
+    let (a1, b1) = call(&mut net, p1, "102", p2);
+    assert_eq!(
+        refer(&mut net, p1, &a1, "<sip:800@example.test>"),
+        vec![202]
+    );
+    let bye = net.phone(p1).in_dialog(&a1, Method::Bye);
+    let tx = net.send(p1, bye);
+    assert_eq!(net.phone(p1).statuses(tx), vec![200]);
+    assert!(
+        got(&mut net, p2, Method::Bye, &b1).is_empty(),
+        "{}",
+        net.wire_log()
+    );
+    answer_reinvite(&mut net, p2, &b1, 200);
+    assert_eq!(rooms(&mut net)[0].1.len(), 1, "{}", net.wire_log());
+    assert_eq!(net.engine.stats().active_calls, 0);
+    assert!(got(&mut net, p1, Method::Bye, &a1).is_empty());
+    assert!(got(&mut net, p2, Method::Bye, &b1).is_empty());
+
+    // The same with a refusal: the party left in the call is hung up.
+    let (a2, b2) = call(&mut net, p1, "102", p2);
+    assert_eq!(
+        refer(&mut net, p1, &a2, "<sip:801@example.test>"),
+        vec![202]
+    );
+    let bye = net.phone(p1).in_dialog(&a2, Method::Bye);
+    net.send(p1, bye);
+    answer_reinvite(&mut net, p2, &b2, 486);
+    assert_eq!(
+        got(&mut net, p2, Method::Bye, &b2).len(),
+        1,
+        "{}",
+        net.wire_log()
+    );
+    assert_eq!(net.engine.stats().active_calls, 0);
+    assert!(net.run_to_quiet(secs(120)), "{}", net.wire_log());
+}

@@ -1299,3 +1299,90 @@ fn dialling_the_park_extension_tells_the_slot_then_plays_music() {
     assert_eq!(media_commands(&p).len(), before);
     assert_eq!(parked(&mut p).len(), 1);
 }
+
+/// The transferor of an attended transfer hangs up right after the 202, before the
+/// transferee accepted its re-INVITE (RFC 5589 §6 lets it): the transfer goes on, the
+/// transferee ends up with the consulted party and is not hung up.
+#[test]
+fn the_transferor_may_hang_up_before_an_attended_transfer_is_done() {
+    let mut p = pbx();
+    let (p101, p102, p103) = (p.p101, p.p102, p.p103);
+    let (a1, b1) = call(&mut p, p101, "102", p102);
+    let (a2, b2) = call(&mut p, p102, "103", p103);
+    let leg = p.net.phone(p102).legs[&a2].clone();
+    let replaces = format!(
+        "{}%3Bto-tag%3D{}%3Bfrom-tag%3D{}",
+        a2.replace('@', "%40"),
+        leg.remote_tag.clone().unwrap(),
+        leg.local_tag
+    );
+    let statuses = refer(
+        &mut p,
+        p102,
+        &b1,
+        &format!("<sip:103@example.test?Replaces={replaces}>"),
+    );
+    assert_eq!(statuses, vec![202], "{}", p.net.wire_log());
+    // 102 hangs up its original call at once.
+    let bye = p.net.phone(p102).in_dialog(&b1, Method::Bye);
+    let tx = p.net.send(p102, bye);
+    assert_eq!(p.net.phone(p102).statuses(tx), vec![200]);
+    assert!(
+        got(&mut p, p101, Method::Bye, &a1).is_empty(),
+        "the transferee must not be hung up\n{}",
+        p.net.wire_log()
+    );
+    let (id, _) = p.net.phone(p101).last_request(Method::Invite);
+    p.net.respond(p101, id.unwrap(), 200, Some(SDP_ANSWER));
+    // 101 now talks to 103; 102's consultation leg is released.
+    assert_eq!(
+        got(&mut p, p102, Method::Bye, &a2).len(),
+        1,
+        "{}",
+        p.net.wire_log()
+    );
+    assert!(got(&mut p, p101, Method::Bye, &a1).is_empty());
+    assert!(got(&mut p, p103, Method::Bye, &b2).is_empty());
+    assert_eq!(p.net.engine.stats().active_calls, 1);
+    let bye = p.net.phone(p103).in_dialog(&b2, Method::Bye);
+    p.net.send(p103, bye);
+    assert_eq!(got(&mut p, p101, Method::Bye, &a1).len(), 1);
+    assert_eq!(p.net.engine.stats().active_calls, 0);
+
+    // The same, but the transferee refuses: it is alone, so it is hung up.
+    let (a1, b1) = call(&mut p, p101, "102", p102);
+    let (a2, b2) = call(&mut p, p102, "103", p103);
+    let leg = p.net.phone(p102).legs[&a2].clone();
+    let replaces = format!(
+        "{}%3Bto-tag%3D{}%3Bfrom-tag%3D{}",
+        a2.replace('@', "%40"),
+        leg.remote_tag.clone().unwrap(),
+        leg.local_tag
+    );
+    let statuses = refer(
+        &mut p,
+        p102,
+        &b1,
+        &format!("<sip:103@example.test?Replaces={replaces}>"),
+    );
+    assert_eq!(statuses, vec![202]);
+    let bye = p.net.phone(p102).in_dialog(&b1, Method::Bye);
+    p.net.send(p102, bye);
+    let (id, _) = p.net.phone(p101).last_request(Method::Invite);
+    p.net.respond(p101, id.unwrap(), 488, None);
+    assert_eq!(
+        got(&mut p, p101, Method::Bye, &a1).len(),
+        1,
+        "{}",
+        p.net.wire_log()
+    );
+    assert_eq!(
+        p.net.engine.stats().active_calls,
+        1,
+        "the consultation call is left"
+    );
+    let bye = p.net.phone(p103).in_dialog(&b2, Method::Bye);
+    p.net.send(p103, bye);
+    assert_eq!(p.net.engine.stats().active_calls, 0);
+    assert!(p.net.run_to_quiet(secs(120)), "{}", p.net.wire_log());
+}

@@ -225,6 +225,9 @@ ctx_switches() {
     awk '/^(non)?voluntary_ctxt_switches:/{s += $2} END{print s + 0}'
 }
 
+# TE=1 with GEN=loadgen: both ends offer/answer telephone-event (no in-band detection needed)
+LG_TE=""; [ "${TE:-0}" = 1 ] && LG_TE="--telephone-event"
+
 # one_run_loadgen LABEL N: a relayed run with sb-loadgen on both ends (GEN=loadgen)
 one_run_loadgen() {
   local label=$1 n=$2
@@ -232,7 +235,7 @@ one_run_loadgen() {
   wait_load
   local load_before; load_before=$(cut -d' ' -f1 /proc/loadavg)
   "$LOADGEN" answer --server "$TARGET" --listen "127.0.0.1:$UAS_PORT" --user uas --password uas \
-    --max-calls $(( n + 10 )) --duration $(( MEDIA_SECS + RAMP_SECS + 120 )) >"$d/answer.out" 2>"$d/answer.err" &
+    --max-calls $(( n + 10 )) --duration $(( MEDIA_SECS + RAMP_SECS + 120 )) $LG_TE >"$d/answer.out" 2>"$d/answer.err" &
   local ans_pid=$! i
   PIDS+=("$ans_pid")
   for i in $(seq 1 50); do grep -q '^READY\|^REGISTER_FAILED' "$d/answer.out" && break; sleep 0.2; done
@@ -243,7 +246,7 @@ one_run_loadgen() {
   drops0=$(udp_rcvbuf_errors)
   local rate; rate=$(awk -v n="$n" -v r="$RAMP_SECS" 'BEGIN{x = n / r; if (x < 1) x = 1; printf "%g", x}')
   "$LOADGEN" call --server "$TARGET" --calls "$n" --rate "$rate" --hold "$MEDIA_SECS" --to uas \
-    --users-file "$OUT/lg_users.csv" --codec pcma --probe-every 50 --label "$SIDE-$label" \
+    --users-file "$OUT/lg_users.csv" --codec pcma --probe-every 50 --label "$SIDE-$label" $LG_TE \
     >"$d/loadgen.out" 2>"$d/loadgen.err" &
   local lg_pid=$!
   sleep $(( RAMP_SECS + 2 ))

@@ -27,6 +27,9 @@ pub struct AnswerConfig {
     pub max_calls: usize,
     pub duration: Duration,
     pub progress: bool,
+    /// Answer RFC 4733 telephone-event when the offer has it (a relay then needs no
+    /// in-band DTMF detection on this leg).
+    pub telephone_event: bool,
 }
 
 struct Session {
@@ -327,7 +330,11 @@ fn handle_request(
                 return;
             };
             let port = pool[socket].local_addr().map(|a| a.port()).unwrap_or(0);
-            let body = sip::sdp(local.ip(), port, codec, u64::from(fxhash(&call_id)));
+            let event = cfg
+                .telephone_event
+                .then(|| sip::telephone_event_pt(&req.body))
+                .flatten();
+            let body = sip::sdp(local.ip(), port, codec, u64::from(fxhash(&call_id)), event);
             let contact = format!(
                 "Contact: <sip:{}@{local}>\r\n",
                 cfg.user.as_deref().unwrap_or("lg")

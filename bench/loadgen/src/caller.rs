@@ -51,6 +51,8 @@ pub struct CallConfig {
     pub label: String,
     /// Every n-th packet of a call is a probe (0: none); see [`rtp::Sender::next_packet`].
     pub probe_every: u64,
+    /// Offer RFC 4733 telephone-event (payload type 101) beside the codec.
+    pub telephone_event: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +190,7 @@ pub fn run(cfg: CallConfig) -> anyhow::Result<()> {
                 rtp_port,
                 cfg.codec,
                 u64::from(run_id) + i as u64,
+                cfg.telephone_event.then_some(101),
             ),
             branch: String::new(),
             invite_cseq: 0,

@@ -103,6 +103,9 @@ struct CallArgs {
     /// rewrites RTP headers gives a round trip. Leave 0 where the payload is mixed.
     #[arg(long, default_value_t = 0)]
     probe_every: u64,
+    /// Offer telephone-event/8000 (payload type 101) beside the codec.
+    #[arg(long)]
+    telephone_event: bool,
 }
 
 #[derive(clap::Args)]
@@ -128,6 +131,9 @@ struct AnswerArgs {
     duration: f64,
     #[arg(long)]
     progress: bool,
+    /// Answer telephone-event when the offer has it.
+    #[arg(long)]
+    telephone_event: bool,
 }
 
 fn loopback(addr: &SocketAddr) -> anyhow::Result<()> {
@@ -189,6 +195,7 @@ fn main() -> anyhow::Result<()> {
                 progress: a.progress,
                 label: a.label,
                 probe_every: a.probe_every,
+                telephone_event: a.telephone_event,
             })
         }
         Mode::Answer(a) => {
@@ -203,6 +210,7 @@ fn main() -> anyhow::Result<()> {
                 max_calls: a.max_calls,
                 duration: Duration::from_secs_f64(a.duration),
                 progress: a.progress,
+                telephone_event: a.telephone_event,
             })
         }
     }

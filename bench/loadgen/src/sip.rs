@@ -167,13 +167,33 @@ pub fn response(
     m.into_bytes()
 }
 
-pub fn sdp(ip: IpAddr, port: u16, codec: Codec, session_id: u64) -> String {
+/// An SDP body with one audio stream in `codec`, plus RFC 4733 telephone-event under
+/// payload type `event` when given (the caller's 101, or the number an offer used).
+pub fn sdp(ip: IpAddr, port: u16, codec: Codec, session_id: u64, event: Option<u8>) -> String {
     let pt = codec.payload_type();
+    let (event_pt, event_lines) = match event {
+        Some(e) => (
+            format!(" {e}"),
+            format!("a=rtpmap:{e} telephone-event/8000\r\na=fmtp:{e} 0-15\r\n"),
+        ),
+        None => (String::new(), String::new()),
+    };
     format!(
         "v=0\r\no=loadgen {session_id} 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP {pt}\r\na=rtpmap:{pt} {}\r\na=ptime:20\r\na=sendrecv\r\n",
+         m=audio {port} RTP/AVP {pt}{event_pt}\r\na=rtpmap:{pt} {}\r\n{event_lines}a=ptime:20\r\na=sendrecv\r\n",
         codec.rtpmap()
     )
+}
+
+/// The payload type an SDP body maps to telephone-event/8000, if any.
+pub fn telephone_event_pt(body: &[u8]) -> Option<u8> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.lines().find_map(|l| {
+        let (pt, name) = l.trim_end().strip_prefix("a=rtpmap:")?.split_once(' ')?;
+        name.eq_ignore_ascii_case("telephone-event/8000")
+            .then(|| pt.trim().parse().ok())
+            .flatten()
+    })
 }
 
 /// The audio address and first payload type of an SDP body (session- or media-level c=).
@@ -238,9 +258,22 @@ mod tests {
     }
 
     #[test]
+    fn telephone_event_offered_and_found() {
+        let ip = "127.0.0.1".parse().unwrap();
+        let offer = sdp(ip, 30000, Codec::Pcma, 1, Some(101));
+        assert!(offer.contains("m=audio 30000 RTP/AVP 8 101\r\n"), "{offer}");
+        assert_eq!(telephone_event_pt(offer.as_bytes()), Some(101));
+        assert_eq!(sdp_audio(offer.as_bytes()).unwrap().1, Some(8));
+        let plain = sdp(ip, 30000, Codec::Pcma, 1, None);
+        assert_eq!(telephone_event_pt(plain.as_bytes()), None);
+        let theirs = b"v=0\r\nm=audio 4000 RTP/AVP 8 96\r\na=rtpmap:96 TELEPHONE-EVENT/8000\r\n";
+        assert_eq!(telephone_event_pt(theirs), Some(96));
+    }
+
+    #[test]
     fn invite_parses_and_carries_the_offer() {
         let d = dialog();
-        let offer = sdp("127.0.0.1".parse().unwrap(), 30000, Codec::Pcmu, 1);
+        let offer = sdp("127.0.0.1".parse().unwrap(), 30000, Codec::Pcmu, 1, None);
         let bytes = d.request(
             "INVITE",
             "sip:800@127.0.0.1:5060",

@@ -6,6 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use switchboard_store::{Recording, Store};
@@ -345,15 +346,12 @@ async fn run_call_media(
             PacketKind::Rtcp => 1,
         })
     };
-    let mut bufs = [[0u8; 2048]; 4];
+    let mut buf = [0u8; 2048];
     let far_future = std::time::Duration::from_secs(3600);
     // One timer, re-armed only when the session's deadline changes (not per packet).
     let sleep = tokio::time::sleep(far_future);
     tokio::pin!(sleep);
     let mut armed: Option<Option<Instant>> = None;
-    // Which socket woke us: after the first datagram, the rest already queued on it are
-    // read without going back through the scheduler.
-    let mut woke: Option<usize> = None;
     // A prompt skipped or unplayable: reported as finished after this turn.
     let mut finished_now: Option<Leg> = None;
     const LEGS: [(Leg, PacketKind); 4] = [
@@ -371,73 +369,86 @@ async fn run_call_media(
             sleep.as_mut().reset(at);
             armed = Some(wake);
         }
-        let [b0, b1, b2, b3] = &mut bufs;
-        tokio::select! {
-            r = sockets[0].recv_from(b0) => if let Ok((n, from)) = r {
-                session.handle_packet(Leg::A, PacketKind::Rtp, from, &b0[..n], Instant::now());
-                woke = Some(0);
-            },
-            r = sockets[1].recv_from(b1) => if let Ok((n, from)) = r {
-                session.handle_packet(Leg::A, PacketKind::Rtcp, from, &b1[..n], Instant::now());
-                woke = Some(1);
-            },
-            r = sockets[2].recv_from(b2) => if let Ok((n, from)) = r {
-                session.handle_packet(Leg::B, PacketKind::Rtp, from, &b2[..n], Instant::now());
-                woke = Some(2);
-            },
-            r = sockets[3].recv_from(b3) => if let Ok((n, from)) = r {
-                session.handle_packet(Leg::B, PacketKind::Rtcp, from, &b3[..n], Instant::now());
-                woke = Some(3);
-            },
-            c = control.recv() => match c {
-                Some(MediaControl::Command(MediaCommand::Mute { leg, muted, .. })) => {
-                    session.set_muted(leg, muted);
-                }
-                Some(MediaControl::Command(MediaCommand::StopRecording { .. })) => {
-                    if let Some(rec) = recording.take() {
-                        close_recording(rec, &mut session, &store).await;
+        // One hand-written poll instead of a `select!` over six futures: each wake-up
+        // reads every socket until it would block (a socket's readiness is only
+        // re-armed by that), then looks at the control queue and the timer. The poll
+        // functions keep one waker per socket, where `select!` built, registered and
+        // dropped a readiness future per socket per wake-up (a lock each time).
+        let (control_msg, timer_fired) = std::future::poll_fn(|cx| {
+            let mut packets = 0usize;
+            for (i, socket) in sockets.iter().enumerate() {
+                let (leg, kind) = LEGS[i];
+                // Bounded, so a flooded socket cannot starve the others or the
+                // control queue; past the bound the task asks to run again.
+                for _ in 0..64 {
+                    let mut rb = tokio::io::ReadBuf::new(&mut buf);
+                    match socket.poll_recv_from(cx, &mut rb) {
+                        Poll::Ready(Ok(from)) => {
+                            packets += 1;
+                            session.handle_packet(leg, kind, from, rb.filled(), Instant::now());
+                        }
+                        // ICMP errors (ECONNREFUSED) surface here; the next read goes on.
+                        Poll::Ready(Err(_)) => {}
+                        Poll::Pending => break,
                     }
                 }
-                Some(MediaControl::Command(cmd)) => {
-                    if let Some((leg, cfg)) = cmd.leg_config() {
-                        session.configure_leg(leg, cfg, Instant::now());
-                    }
-                }
-                Some(MediaControl::Play(leg, sources)) => {
-                    let once = sources
-                        .iter()
-                        .all(|s| matches!(s, Source::Clip(_) | Source::Tone { .. }));
-                    session.play_sequence(leg, sources, Instant::now());
-                    if once && !session.is_playing(leg) {
-                        // No codec on the leg yet: nothing will play, nor ever finish.
-                        tracing::info!(call, ?leg, "prompt not playable (no codec on the leg); skipped");
-                        finished_now = Some(leg);
-                    }
-                }
-                Some(MediaControl::Skip(leg)) => finished_now = Some(leg),
-                Some(MediaControl::StopPlayback(leg)) => session.stop_playback(leg, Instant::now()),
-                Some(MediaControl::Record(spec)) => {
-                    if recording.is_none() {
-                        recording = open_recording(spec, &mut session, &store).await;
-                    }
-                }
-                None => break,
-            },
-            _ = &mut sleep => {
-                session.handle_timeout(Instant::now());
-                armed = None;
             }
+            let control_msg = match control.poll_recv(cx) {
+                Poll::Ready(c) => Some(c),
+                Poll::Pending => None,
+            };
+            let timer_fired = std::future::Future::poll(sleep.as_mut(), cx).is_ready();
+            if packets > 0 || control_msg.is_some() || timer_fired {
+                Poll::Ready((control_msg, timer_fired))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        if timer_fired {
+            session.handle_timeout(Instant::now());
+            armed = None;
         }
-        if let Some(i) = woke.take() {
-            let (leg, kind) = LEGS[i];
-            for _ in 0..32 {
-                match sockets[i].try_recv_from(&mut bufs[i]) {
-                    Ok((n, from)) => {
-                        session.handle_packet(leg, kind, from, &bufs[i][..n], Instant::now())
-                    }
-                    Err(_) => break,
+        match control_msg {
+            None => {}
+            Some(Some(MediaControl::Command(MediaCommand::Mute { leg, muted, .. }))) => {
+                session.set_muted(leg, muted);
+            }
+            Some(Some(MediaControl::Command(MediaCommand::StopRecording { .. }))) => {
+                if let Some(rec) = recording.take() {
+                    close_recording(rec, &mut session, &store).await;
                 }
             }
+            Some(Some(MediaControl::Command(cmd))) => {
+                if let Some((leg, cfg)) = cmd.leg_config() {
+                    session.configure_leg(leg, cfg, Instant::now());
+                }
+            }
+            Some(Some(MediaControl::Play(leg, sources))) => {
+                let once = sources
+                    .iter()
+                    .all(|s| matches!(s, Source::Clip(_) | Source::Tone { .. }));
+                session.play_sequence(leg, sources, Instant::now());
+                if once && !session.is_playing(leg) {
+                    // No codec on the leg yet: nothing will play, nor ever finish.
+                    tracing::info!(
+                        call,
+                        ?leg,
+                        "prompt not playable (no codec on the leg); skipped"
+                    );
+                    finished_now = Some(leg);
+                }
+            }
+            Some(Some(MediaControl::Skip(leg))) => finished_now = Some(leg),
+            Some(Some(MediaControl::StopPlayback(leg))) => {
+                session.stop_playback(leg, Instant::now())
+            }
+            Some(Some(MediaControl::Record(spec))) if recording.is_none() => {
+                recording = open_recording(spec, &mut session, &store).await;
+            }
+            // Already recording: the request changes nothing.
+            Some(Some(MediaControl::Record(_))) => {}
+            Some(None) => break,
         }
         while let Some(t) = session.poll_transmit() {
             let socket = &sockets[slot(t.leg, t.kind)];

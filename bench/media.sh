@@ -50,6 +50,7 @@
 #      kernel default 208 KB, which overflows at ~500 calls), GEN (sipp|loadgen),
 #      NO_BUILD=1,
 #      SB_EXTRA_ARGS (more `switchboard serve` flags, e.g. "--media-threads 0"),
+#      PIN=1 (GEN=loadgen only: the relay's threads on CPU 0, both generators on CPU 1),
 #      LOAD_MAX (1.0), LOAD_WAIT (600), OUT
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd); ROOT=$(dirname "$HERE")
@@ -234,7 +235,14 @@ one_run_loadgen() {
   local d=$OUT/$SIDE-$label; mkdir -p "$d"
   wait_load
   local load_before; load_before=$(cut -d' ' -f1 /proc/loadavg)
-  "$LOADGEN" answer --server "$TARGET" --listen "127.0.0.1:$UAS_PORT" --user uas --password uas \
+  local pin_gen=()
+  if [ "${PIN:-0}" = 1 ]; then
+    # The relay (all its threads, and Kamailio beside rtpengine) on CPU 0, both generators
+    # on CPU 1: neither preempts the other, whichever relay runs.
+    local p; for p in $RELAY_PID $SIP_PID; do taskset -a -cp 0 "$p" >/dev/null || die "taskset failed"; done
+    pin_gen=(taskset -c 1)
+  fi
+  "${pin_gen[@]}" "$LOADGEN" answer --server "$TARGET" --listen "127.0.0.1:$UAS_PORT" --user uas --password uas \
     --max-calls $(( n + 10 )) --duration $(( MEDIA_SECS + RAMP_SECS + 120 )) $LG_TE >"$d/answer.out" 2>"$d/answer.err" &
   local ans_pid=$! i
   PIDS+=("$ans_pid")
@@ -245,7 +253,7 @@ one_run_loadgen() {
   read -r c0 c1 < <(relay_counts)
   drops0=$(udp_rcvbuf_errors)
   local rate; rate=$(awk -v n="$n" -v r="$RAMP_SECS" 'BEGIN{x = n / r; if (x < 1) x = 1; printf "%g", x}')
-  "$LOADGEN" call --server "$TARGET" --calls "$n" --rate "$rate" --hold "$MEDIA_SECS" --to uas \
+  "${pin_gen[@]}" "$LOADGEN" call --server "$TARGET" --calls "$n" --rate "$rate" --hold "$MEDIA_SECS" --to uas \
     --users-file "$OUT/lg_users.csv" --codec pcma --probe-every 50 --label "$SIDE-$label" $LG_TE \
     >"$d/loadgen.out" 2>"$d/loadgen.err" &
   local lg_pid=$!
@@ -346,7 +354,7 @@ run_rtpengine() {
 
 {
 echo "# media $(date -u +%Y-%m-%dT%H:%MZ) host=$(hostname) cpus=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "# kernel $(uname -r); $(sipp -v 2>/dev/null | grep -o 'SIPp v[0-9.]*' | head -1); GEN=$GEN TE=${TE:-0} ECHO_BUF=${ECHO_BUF:-default} CALLS=$CALLS MEDIA_SECS=$MEDIA_SECS RAMP_SECS=$RAMP_SECS WINDOW_SECS=$WINDOW_SECS TRANSCODE=$TRANSCODE TC_SECS=$TC_SECS ports=$RTP_RANGE"
+echo "# kernel $(uname -r); $(sipp -v 2>/dev/null | grep -o 'SIPp v[0-9.]*' | head -1); GEN=$GEN PIN=${PIN:-0} TE=${TE:-0} ECHO_BUF=${ECHO_BUF:-default} CALLS=$CALLS MEDIA_SECS=$MEDIA_SECS RAMP_SECS=$RAMP_SECS WINDOW_SECS=$WINDOW_SECS TRANSCODE=$TRANSCODE TC_SECS=$TC_SECS ports=$RTP_RANGE"
 } | tee "$OUT/header.txt"
 [ "$WHICH" != rtpengine ] && run_switchboard
 [ "$WHICH" != switchboard ] && run_rtpengine

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use common::api::Api;
 use common::baresip::{AnswerMode, Baresip, PhoneOptions};
-use common::capture::{rtp_to, server_to_phones, sip_requests_to, Capture};
+use common::capture::{phone_rtp_ports, rtp_to, server_to_phones, sip_requests_to, Capture};
 use common::media::{
     goertzel_power, pcmu_audio, sdp_audio, sipp_received_messages, unix_now, TonePhone, Wav,
 };
@@ -586,8 +586,14 @@ fn a_phone_conference_button_moves_its_two_calls_into_a_room_from_the_factory() 
     };
     let heard = [
         ("alice", window(alice_audio.received())),
-        ("bob", window(rtp_to(&packets, b.rtp_ports))),
-        ("carol", window(rtp_to(&packets, c.rtp_ports))),
+        (
+            "bob",
+            window(rtp_to(&packets, phone_rtp_ports(&packets, &b))),
+        ),
+        (
+            "carol",
+            window(rtp_to(&packets, phone_rtp_ports(&packets, &c))),
+        ),
     ];
     for (i, (name, wav)) in heard.iter().enumerate() {
         let samples = wav.mono();
@@ -781,7 +787,7 @@ fn a_phone_mixing_its_own_conference_only_needs_two_calls_hold_and_resume() {
     let invites = sip_requests_to(&packets, b.sip_port, "INVITE");
     assert_eq!(invites.len(), 3, "INVITEs to bob at {invites:?}");
     let (held_at, resumed_at) = (invites[1], invites[2]);
-    let bob_rtp = rtp_to(&packets, b.rtp_ports);
+    let bob_rtp = rtp_to(&packets, phone_rtp_ports(&packets, &b));
     let music = window(bob_rtp.clone(), held_at + 0.3, resumed_at - 0.05);
     let m = common::media::measure_tone(&music, 440.0, Duration::ZERO);
     eprintln!("bob while held: {m:?}");

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use common::api::Api;
 use common::baresip::{AnswerMode, Baresip, PhoneOptions};
-use common::capture::{rtp_to, server_to_phones, sip_requests_to, timeline, Capture};
+use common::capture::{
+    phone_rtp_ports, rtp_to, server_to_phones, sip_requests_to, timeline, Capture,
+};
 use common::media::{measure_tone, pcmu_audio, unix_now, Wav};
 use common::sipp::{register, Sipp};
 use common::{peer_available, wait_until, wait_until_or, Server, ServerOptions, User};
@@ -503,15 +505,25 @@ fn attended_transfer_by_refer_with_replaces_connects_the_held_party_to_the_consu
     let invites = sip_requests_to(&packets, b.sip_port, "INVITE");
     assert_eq!(invites.len(), 3, "INVITEs to bob at {invites:?}");
     let (held_at, moved_at) = (invites[1], invites[2]);
-    let on_hold = heard(&packets, b.rtp_ports, held_at + 0.3, moved_at - 0.05);
+    let on_hold = heard(
+        &packets,
+        phone_rtp_ports(&packets, &b),
+        held_at + 0.3,
+        moved_at - 0.05,
+    );
     let moh = measure_tone(&on_hold, f64::from(CAROL_TONE), Duration::ZERO);
     eprintln!("bob hears while held: {moh:?}");
     assert!(
         moh.seconds >= 1.0 && moh.level_dbfs > -40.0 && moh.purity < 0.5,
         "bob should hear music on hold (not carol) while held: {moh:?}; INVITEs to bob at {invites:?}, RTP to him at {:?}",
-        timeline(&rtp_to(&packets, b.rtp_ports))
+        timeline(&rtp_to(&packets, phone_rtp_ports(&packets, &b)))
     );
-    let after = heard(&packets, b.rtp_ports, moved_at + 0.5, stopped_at);
+    let after = heard(
+        &packets,
+        phone_rtp_ports(&packets, &b),
+        moved_at + 0.5,
+        stopped_at,
+    );
     let m = measure_tone(&after, f64::from(CAROL_TONE), Duration::ZERO);
     eprintln!("bob hears after the transfer: {m:?}");
     assert!(

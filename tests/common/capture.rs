@@ -40,7 +40,9 @@ impl Capture {
         }
         let file = dir.join("capture.pcap");
         let log = dir.join("dumpcap.log");
-        let out = File::create(&log).expect("create dumpcap log");
+        let mut out = File::create(&log).expect("create dumpcap log");
+        // The filter first, so that a capture that missed something can be judged.
+        let _ = std::io::Write::write_all(&mut out, format!("filter: {filter}\n").as_bytes());
         let mut child = Command::new("dumpcap")
             .args(["-i", "lo", "-q", "-P", "-f", filter, "-w"])
             .arg(&file)
@@ -104,25 +106,55 @@ impl Drop for Capture {
     }
 }
 
-/// A capture filter for what `server` sends to `phones`: RTP from its RTP ports to
-/// theirs, SIP from its SIP port to theirs. Naming both ends keeps out the traffic of
-/// other tests (other processes may reuse the same port numbers on `lo`).
+/// A capture filter for what `server` sends to `phones`: RTP from its RTP ports (to
+/// anyone: which port a phone really receives on is read from its own SDP, see
+/// `phone_rtp_ports`), and SIP both ways between its SIP port and theirs. Naming the
+/// server's ports keeps out the traffic of other tests.
 pub fn server_to_phones(server: &Server, phones: &[&Baresip]) -> String {
     let each: Vec<String> = phones
         .iter()
         .map(|p| {
             format!(
-                "(src portrange {}-{} and dst portrange {}-{}) or (src port {} and dst port {})",
+                "(src portrange {}-{}) or (src port {} and dst port {}) \
+                 or (src port {} and dst port {})",
                 server.rtp_ports.0,
                 server.rtp_ports.1,
-                p.rtp_ports.0,
-                p.rtp_ports.1,
                 server.sip.port(),
-                p.sip_port
+                p.sip_port,
+                p.sip_port,
+                server.sip.port()
             )
         })
         .collect();
     format!("udp and ({})", each.join(" or "))
+}
+
+/// The ports a phone's RTP arrives at, as its own SDP answers and offers (captured from its
+/// SIP port, see `server_to_phones`) said, as a range for `rtp_to`; the configured range when
+/// none was captured. The configured `rtp_ports` alone was not enough: with two test
+/// binaries running at once, a capture filtered on that range twice held none of the
+/// packets a phone's own log said it received (so it received them on another port).
+pub fn phone_rtp_ports(packets: &[UdpPacket], phone: &Baresip) -> (u16, u16) {
+    let ports: Vec<u16> = packets
+        .iter()
+        .filter(|p| p.src_port == phone.sip_port)
+        .filter_map(|p| {
+            let text = String::from_utf8_lossy(&p.payload);
+            text.lines().find_map(|l| {
+                l.trim_end()
+                    .strip_prefix("m=audio ")?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|&port| port != 0)
+            })
+        })
+        .collect();
+    match (ports.iter().min(), ports.iter().max()) {
+        (Some(&lo), Some(&hi)) => (lo, hi),
+        _ => phone.rtp_ports,
+    }
 }
 
 /// The RTP packets among `packets` sent to a port in `ports` (inclusive), in capture

@@ -248,7 +248,11 @@ impl Baresip {
         // sip_listen binds UDP+TCP on the port and TLS on the port + 1.
         let sip_port = free_port_block(2);
         let ctrl_port = free_port_block(1);
-        let rtp_first = free_port_block(10);
+        // baresip (libre) makes the RTP port even by clearing its low bit, so a range that
+        // starts odd can give the port below it: start the range on an even port inside a
+        // claimed block of 11.
+        let block = free_port_block(11);
+        let rtp_first = block + block % 2;
         let config = format!(
             "# written by tests/common/baresip.rs\n\
              poll_method\t\tepoll\n\

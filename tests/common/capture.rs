@@ -131,9 +131,10 @@ pub fn server_to_phones(server: &Server, phones: &[&Baresip]) -> String {
 
 /// The ports a phone's RTP arrives at, as its own SDP answers and offers (captured from its
 /// SIP port, see `server_to_phones`) said, as a range for `rtp_to`; the configured range when
-/// none was captured. The configured `rtp_ports` alone was not enough: with two test
-/// binaries running at once, a capture filtered on that range twice held none of the
-/// packets a phone's own log said it received (so it received them on another port).
+/// none was captured. The configured `rtp_ports` alone was not enough: baresip makes its
+/// RTP port even by clearing the low bit, so from a range starting on an odd port it could
+/// receive one port below the range, and a capture filtered on the range missed everything
+/// (the harness now starts the range even; the SDP is what the phone really uses).
 pub fn phone_rtp_ports(packets: &[UdpPacket], phone: &Baresip) -> (u16, u16) {
     let ports: Vec<u16> = packets
         .iter()

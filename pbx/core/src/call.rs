@@ -817,10 +817,17 @@ impl Engine {
 
     /// Cancels what still rings in the current dial step.
     pub(crate) fn cancel_step(&mut self, key: u64, now: Instant) {
+        let Some(start) = self.calls.get(&key).map(|c| c.step_start) else {
+            return;
+        };
+        self.cancel_branches_from(key, start, now);
+    }
+
+    /// CANCELs every branch from `start` on that is still ringing (once each).
+    fn cancel_branches_from(&mut self, key: u64, start: usize, now: Instant) {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
-        let start = call.step_start;
         let to_cancel: Vec<ClientTxId> = call.branches[start..]
             .iter_mut()
             .filter(|b| {
@@ -889,20 +896,7 @@ impl Engine {
         let cleanup = now + self.config.timers.t1 * 64 + Duration::from_secs(1);
         call.deadline = cleanup;
         self.deadlines.push(Reverse((cleanup, key)));
-        let to_cancel: Vec<ClientTxId> = call
-            .branches
-            .iter_mut()
-            .filter(|b| {
-                matches!(b.state, BranchState::Calling | BranchState::Early) && !b.cancelled
-            })
-            .filter_map(|b| {
-                b.cancelled = true;
-                b.tx
-            })
-            .collect();
-        for tx in to_cancel {
-            let _ = self.tx.send_cancel(tx, now);
-        }
+        self.cancel_branches_from(key, 0, now);
         self.remove_if_done(key);
     }
 

@@ -1390,7 +1390,7 @@ impl Engine {
             referred_by,
             ..
         } = callout;
-        let mut media = match call_out_media(&offer, resp) {
+        let media = match call_out_media(&offer, resp) {
             Ok(m) => m,
             Err(status) => {
                 tracing::info!(%room, participant, %user, "a call-out was answered without usable audio; hanging up");
@@ -1415,58 +1415,15 @@ impl Engine {
                 return;
             }
         };
-        let Some(conference) = self.conference.as_mut() else {
-            return;
-        };
-        let (moderated, tones) = (
-            conference.config.is_moderated(&room),
-            conference.config.tones,
-        );
-        media.speaker = moderated && conference.config.speakers.contains(&user);
-        let new_room = !conference.rooms.contains_key(&room);
-        conference
-            .rooms
-            .entry(room.clone())
-            .or_default()
-            .push(participant);
-        conference.dialogs.insert(
-            (
-                branch.dialog.call_id.clone(),
-                branch.dialog.local_tag.clone(),
-            ),
+        self.join_room(
             participant,
-        );
-        conference.participants.insert(
-            participant,
-            Participant {
-                room: room.clone(),
-                user: user.clone(),
-                dialog: branch.dialog,
-                pair,
-                media: media.clone(),
-                origin,
-                awaiting_ack: None,
-            },
-        );
-        tracing::info!(%room, participant, %user, codec = media.codec.kind.encoding_name(), speaker = media.speaker, "a call-out answered and joined the conference room");
-        if new_room {
-            let rtp_timeout = self
-                .media
-                .as_ref()
-                .map_or(std::time::Duration::from_secs(60), |m| m.config.rtp_timeout);
-            self.events.push_back(EngineEvent::Room(RoomCommand::Open {
-                room: room.clone(),
-                moderated,
-                tones,
-                rtp_timeout,
-            }));
-        }
-        self.events.push_back(EngineEvent::Room(RoomCommand::Join {
-            room: room.clone(),
-            participant,
+            &room,
+            user.clone(),
+            branch.dialog,
             pair,
             media,
-        }));
+            origin,
+        );
         if let Some(referrer) = referred_by {
             self.notify_participant(referrer, 200, now);
         }
@@ -2066,7 +2023,7 @@ impl Engine {
                 awaiting_ack: None,
             },
         );
-        tracing::info!(%room, participant, %user, "joined the conference room");
+        tracing::info!(%room, participant, %user, codec = media.codec.kind.encoding_name(), speaker = media.speaker, "joined the conference room");
         if new_room {
             let rtp_timeout = self
                 .media

@@ -48,6 +48,9 @@ pub struct Config {
     /// Threads relaying call media and mixing rooms; `None`: one per CPU core; 0: none,
     /// media runs on the SIP runtime's threads.
     pub media_threads: Option<usize>,
+    /// Real-time (`SCHED_RR`) priority of the media threads, 1 to 99; `None`: normal
+    /// scheduling.
+    pub media_realtime_priority: Option<u8>,
     /// Park extension, slots, timeout; auto-answer default profile.
     pub features: switchboard_core::FeatureConfig,
     /// Provider accounts (`[[trunks]]`), gateways resolved at start.
@@ -124,6 +127,7 @@ impl Default for Config {
             moh_dir: None,
             prompts_dir: None,
             media_threads: None,
+            media_realtime_priority: None,
             features: switchboard_core::FeatureConfig::default(),
             trunks: Vec::new(),
             dialplan: None,
@@ -321,6 +325,7 @@ struct MediaSection {
     moh_dir: Option<Spanned<String>>,
     prompts_dir: Option<Spanned<String>>,
     threads: Option<Spanned<i64>>,
+    realtime_priority: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -375,6 +380,7 @@ pub struct Overrides {
     pub moh_dir: Option<PathBuf>,
     pub prompts_dir: Option<PathBuf>,
     pub media_threads: Option<u64>,
+    pub media_realtime_priority: Option<u64>,
     pub park_slots: Option<String>,
     pub park_timeout: Option<u64>,
     pub dialplan: Option<PathBuf>,
@@ -591,6 +597,15 @@ pub fn load(file: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError
         }
         cfg.media_threads = Some(v as usize);
     }
+    if let Some(v) = over.media_realtime_priority {
+        if v > 99 {
+            return Err(flag_err(
+                "--media-realtime-priority",
+                format!("{v} is out of range (0 to 99)"),
+            ));
+        }
+        cfg.media_realtime_priority = (v > 0).then_some(v as u8);
+    }
     if let Some(v) = &over.api_token {
         validate_api_token(v).map_err(|m| flag_err("--api-token", m))?;
         cfg.api_token = Some(Secret(v.clone()));
@@ -760,6 +775,10 @@ fn apply_file(cfg: &mut Config, path: &Path, text: &str) -> Result<(), ConfigErr
     }
     if let Some(v) = &m.threads {
         cfg.media_threads = Some(ctx.ranged(v, "media.threads", 0, 256)? as usize);
+    }
+    if let Some(v) = &m.realtime_priority {
+        let p = ctx.ranged(v, "media.realtime_priority", 0, 99)?;
+        cfg.media_realtime_priority = (p > 0).then_some(p as u8);
     }
     if let Some(v) = &m.rtp_ports {
         cfg.rtp_ports =
@@ -1111,6 +1130,15 @@ mod tests {
         let cfg = load_text("[media]\nthreads = 3\n").unwrap();
         assert_eq!(cfg.media_threads, Some(3));
         assert_eq!(load_text("").unwrap().media_threads, None);
+        let cfg = load_text("[media]\nrealtime_priority = 10\n").unwrap();
+        assert_eq!(cfg.media_realtime_priority, Some(10));
+        let cfg = load_text("[media]\nrealtime_priority = 0\n").unwrap();
+        assert_eq!(cfg.media_realtime_priority, None);
+        let e = load_text("[media]\nrealtime_priority = 100\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "sb.toml:2:21: media.realtime_priority: 100 is out of range (0 to 99)"
+        );
         let e = load_text("[media]\nthreads = 999\n").unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -110,6 +110,10 @@ struct ServeArgs {
     /// core; 0 runs media on the SIP runtime's worker threads instead).
     #[arg(long, env = "SWITCHBOARD_MEDIA_THREADS", value_name = "N")]
     media_threads: Option<u64>,
+    /// Run the media threads under real-time round-robin scheduling (SCHED_RR) at this
+    /// priority, 1 to 99 (0: normal scheduling, the default). Needs root or CAP_SYS_NICE.
+    #[arg(long, env = "SWITCHBOARD_MEDIA_REALTIME_PRIORITY", value_name = "N")]
+    media_realtime_priority: Option<u64>,
     /// The dialplan routing calls (e.g. dialplans/default.toml); without one, only user
     /// names and extensions are reachable. Reloaded on SIGHUP and when the file changes.
     #[arg(long, env = "SWITCHBOARD_DIALPLAN", value_name = "FILE")]
@@ -224,6 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         over.moh_dir = s.moh_dir.clone();
         over.prompts_dir = s.prompts_dir.clone();
         over.media_threads = s.media_threads;
+        over.media_realtime_priority = s.media_realtime_priority;
         over.park_slots = s.park_slots.clone();
         over.dialplan = s.dialplan.clone();
         over.park_timeout = s.park_timeout;
@@ -353,7 +358,25 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             let n = cfg.media_threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             });
-            switchboard_runtime::MediaThreads::start(n).context("cannot start the media threads")?
+            let threads =
+                switchboard_runtime::MediaThreads::start_with(n, cfg.media_realtime_priority)
+                    .context("cannot start the media threads")?;
+            match (threads.realtime(), cfg.media_realtime_priority) {
+                (Some(Ok(p)), _) => {
+                    tracing::info!(threads = n, priority = p, "media threads run under SCHED_RR")
+                }
+                (Some(Err(why)), Some(p)) => tracing::warn!(
+                    priority = p,
+                    error = %why,
+                    "media threads run at normal priority: real-time priority refused (needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO of at least the priority)"
+                ),
+                (_, Some(p)) => tracing::warn!(
+                    priority = p,
+                    "media.realtime_priority has no effect without media threads (media.threads = 0)"
+                ),
+                _ => {}
+            }
+            threads
         },
         ..DriverConfig::default()
     };

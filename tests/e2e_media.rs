@@ -763,3 +763,87 @@ fn a_held_party_hears_music_on_hold_until_resumed() {
         "the music stopped at the resume ({after} packets after)"
     );
 }
+
+/// The scheduling policy and real-time priority of the server's threads named `media-N`,
+/// from /proc (fields 41 and 40 of a task's stat).
+fn media_thread_schedules(pid: u32) -> Vec<(String, u32, u32)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("server's tasks") {
+        let task = task.expect("task entry").path();
+        let comm = read_lossy(&task.join("comm")).trim().to_string();
+        if !comm.starts_with("media-") {
+            continue;
+        }
+        let stat = read_lossy(&task.join("stat"));
+        // Fields after the command name (which is in parentheses): field 3 first.
+        let rest: Vec<&str> = stat
+            .rsplit_once(") ")
+            .expect("stat format")
+            .1
+            .split(' ')
+            .collect();
+        let field = |n: usize| rest[n - 3].trim().parse::<u32>().expect("numeric field");
+        found.push((comm, field(41), field(40)));
+    }
+    found.sort();
+    found
+}
+
+/// Whether this test process holds CAP_SYS_NICE (bit 23 of its effective capabilities):
+/// then the server it starts may take real-time priority.
+fn may_take_realtime_priority() -> bool {
+    let status = read_lossy(Path::new("/proc/self/status"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 23) != 0)
+}
+
+/// `--media-realtime-priority`: the media threads run under SCHED_RR (policy 2) at the
+/// priority asked, where the privileges allow it (root in CI); otherwise the server warns
+/// once and runs them at normal priority. Either way it serves.
+#[test]
+fn media_threads_take_the_realtime_priority_asked() {
+    let server = Server::start(
+        ServerOptions::default()
+            .serve_arg("--media-threads")
+            .serve_arg("2")
+            .serve_arg("--media-realtime-priority")
+            .serve_arg("9"),
+    );
+    let threads = wait_until(SETUP_DEADLINE, "two media threads", || {
+        let t = media_thread_schedules(server.pid());
+        (t.len() == 2).then_some(t)
+    });
+    let log = server.log();
+    if may_take_realtime_priority() {
+        assert_eq!(
+            threads,
+            vec![("media-0".to_string(), 2, 9), ("media-1".to_string(), 2, 9)],
+            "policy SCHED_RR (2) at priority 9"
+        );
+        assert!(log.contains("media threads run under SCHED_RR"), "{log}");
+    } else {
+        assert!(
+            threads.iter().all(|t| t.1 == 0 && t.2 == 0),
+            "normal scheduling when refused: {threads:?}"
+        );
+        assert_eq!(
+            log.matches("real-time priority refused").count(),
+            1,
+            "one warning says why:\n{log}"
+        );
+    }
+    // Without the option the threads run under the normal policy.
+    let plain = Server::start(
+        ServerOptions::default()
+            .serve_arg("--media-threads")
+            .serve_arg("1"),
+    );
+    let threads = wait_until(SETUP_DEADLINE, "one media thread", || {
+        let t = media_thread_schedules(plain.pid());
+        (t.len() == 1).then_some(t)
+    });
+    assert_eq!(threads, vec![("media-0".to_string(), 0, 0)]);
+}

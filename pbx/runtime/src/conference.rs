@@ -21,10 +21,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::udp_batch::BatchSocket;
 use switchboard_core::conference::{ParticipantMedia, RoomCommand, RoomNotice};
 use switchboard_core::ports::PortPair;
 use switchboard_media::mixer::{Mixer, MixerConfig, MixerEvent, ParticipantConfig, TICK};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
@@ -144,8 +144,8 @@ impl Rooms {
 
 /// One participant's sockets and where their RTP goes.
 struct Endpoint {
-    rtp: UdpSocket,
-    rtcp: UdpSocket,
+    rtp: BatchSocket,
+    rtcp: BatchSocket,
     /// From their SDP until their first packet, then the address it came from
     /// (symmetric RTP: phones behind NAT are reached where they really are).
     remote: Option<SocketAddr>,
@@ -162,9 +162,9 @@ fn participant_config(media: &ParticipantMedia) -> ParticipantConfig {
     }
 }
 
-async fn bind_pair(ip: IpAddr, pair: PortPair) -> std::io::Result<(UdpSocket, UdpSocket)> {
-    let rtp = UdpSocket::bind(SocketAddr::new(ip, pair.rtp)).await?;
-    let rtcp = UdpSocket::bind(SocketAddr::new(ip, pair.rtcp)).await?;
+async fn bind_pair(ip: IpAddr, pair: PortPair) -> std::io::Result<(BatchSocket, BatchSocket)> {
+    let rtp = BatchSocket::bind(SocketAddr::new(ip, pair.rtp)).await?;
+    let rtcp = BatchSocket::bind(SocketAddr::new(ip, pair.rtcp)).await?;
     Ok((rtp, rtcp))
 }
 
@@ -181,7 +181,6 @@ async fn run_room(
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut last_due: Option<tokio::time::Instant> = None;
-    let mut buf = [0u8; 2048];
     let mut notices: Vec<(u64, RoomNotice)> = Vec::new();
     loop {
         tokio::select! {
@@ -239,23 +238,19 @@ async fn run_room(
                 last_due = Some(due);
                 let now = Instant::now();
                 for (id, e) in endpoints.iter_mut() {
-                    for _ in 0..64 {
-                        match e.rtp.try_recv_from(&mut buf) {
-                            Ok((n, from)) => {
-                                if !e.latched {
-                                    e.latched = true;
-                                    e.remote = Some(from);
-                                } else if e.remote != Some(from) {
-                                    metrics.rtp_unexpected_source.fetch_add(1, Relaxed);
-                                    continue;
-                                }
-                                mixer.handle_packet(*id, &buf[..n], now);
-                            }
-                            Err(_) => break,
+                    let Endpoint { rtp, rtcp, remote, latched } = e;
+                    rtp.try_drain(64, |from, bytes| {
+                        if !*latched {
+                            *latched = true;
+                            *remote = Some(from);
+                        } else if *remote != Some(from) {
+                            metrics.rtp_unexpected_source.fetch_add(1, Relaxed);
+                            return;
                         }
-                    }
+                        mixer.handle_packet(*id, bytes, now);
+                    });
                     // RTCP is read only so that it does not pile up in the socket.
-                    while e.rtcp.try_recv_from(&mut buf).is_ok() {}
+                    rtcp.try_drain(usize::MAX, |_, _| {});
                 }
                 mixer.tick(now);
                 while let Some(t) = mixer.poll_transmit() {

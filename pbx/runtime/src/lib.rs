@@ -17,6 +17,7 @@ mod metrics;
 pub mod prompts;
 mod shards;
 mod tcp;
+mod udp_batch;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};

@@ -16,9 +16,9 @@ use switchboard_core::media::{MediaCommand, MediaNotice, Playback};
 use switchboard_core::ports::PortPair;
 use switchboard_media::player::{MohClass, Source, StartAt};
 use switchboard_media::relay::{Leg, MediaSession, PacketKind};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use crate::udp_batch::BatchSocket;
 use crate::{Input, Metrics};
 
 /// Commands for one call's media task.
@@ -229,9 +229,9 @@ impl MediaTasks {
     }
 }
 
-async fn bind_pair(ip: IpAddr, pair: PortPair) -> std::io::Result<(UdpSocket, UdpSocket)> {
-    let rtp = UdpSocket::bind(SocketAddr::new(ip, pair.rtp)).await?;
-    let rtcp = UdpSocket::bind(SocketAddr::new(ip, pair.rtcp)).await?;
+async fn bind_pair(ip: IpAddr, pair: PortPair) -> std::io::Result<(BatchSocket, BatchSocket)> {
+    let rtp = BatchSocket::bind(SocketAddr::new(ip, pair.rtp)).await?;
+    let rtcp = BatchSocket::bind(SocketAddr::new(ip, pair.rtcp)).await?;
     Ok((rtp, rtcp))
 }
 
@@ -346,7 +346,6 @@ async fn run_call_media(
             PacketKind::Rtcp => 1,
         })
     };
-    let mut buf = [0u8; 2048];
     let far_future = std::time::Duration::from_secs(3600);
     // One timer, re-armed only when the session's deadline changes (not per packet).
     let sleep = tokio::time::sleep(far_future);
@@ -370,28 +369,19 @@ async fn run_call_media(
             armed = Some(wake);
         }
         // One hand-written poll instead of a `select!` over six futures: each wake-up
-        // reads every socket until it would block (a socket's readiness is only
-        // re-armed by that), then looks at the control queue and the timer. The poll
-        // functions keep one waker per socket, where `select!` built, registered and
-        // dropped a readiness future per socket per wake-up (a lock each time).
+        // empties every socket (`recvmmsg`, see udp_batch.rs), then looks at the control
+        // queue and the timer. The poll functions keep one waker per socket, where
+        // `select!` built, registered and dropped a readiness future per socket per
+        // wake-up (a lock each time).
         let (control_msg, timer_fired) = std::future::poll_fn(|cx| {
             let mut packets = 0usize;
             for (i, socket) in sockets.iter().enumerate() {
                 let (leg, kind) = LEGS[i];
                 // Bounded, so a flooded socket cannot starve the others or the
                 // control queue; past the bound the task asks to run again.
-                for _ in 0..64 {
-                    let mut rb = tokio::io::ReadBuf::new(&mut buf);
-                    match socket.poll_recv_from(cx, &mut rb) {
-                        Poll::Ready(Ok(from)) => {
-                            packets += 1;
-                            session.handle_packet(leg, kind, from, rb.filled(), Instant::now());
-                        }
-                        // ICMP errors (ECONNREFUSED) surface here; the next read goes on.
-                        Poll::Ready(Err(_)) => {}
-                        Poll::Pending => break,
-                    }
-                }
+                packets += socket.poll_drain(cx, 64, |from, bytes| {
+                    session.handle_packet(leg, kind, from, bytes, Instant::now());
+                });
             }
             let control_msg = match control.poll_recv(cx) {
                 Poll::Ready(c) => Some(c),

@@ -2,10 +2,20 @@
 //! every INVITE with 200 and an SDP answer on a socket of its own (from a pool bound at
 //! start), retransmits the 200 until the ACK (RFC 3261 §13.3.1.4), answers BYE, and sends
 //! every RTP datagram back to where it came from. Same single-threaded driver as `call`.
+//!
+//! It is the probe's reflector (RFC 5357 style): its RTP sockets have kernel receive
+//! timestamps, and into a probe (see `rtp`) it writes the time from the kernel's receipt to
+//! its own echo, so the caller can subtract this process's scheduling from the round trip.
+//! Every other datagram is echoed untouched; the only extra per packet is `recvmsg` with a
+//! control message instead of `recvfrom`.
+//!
+//! Without `--user` it registers nowhere, and a caller can send its INVITEs straight to
+//! `--listen` (no relay: the benchmark's direct-path baseline).
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -13,8 +23,10 @@ use switchboard_sip::{Message, Method, Request};
 
 use crate::caller::{T1, T2};
 use crate::reactor::{cpu_time, raise_fd_limit, Reactor, STOP, TIMER};
-use crate::rtp::Codec;
+use crate::rtp::{self, Codec};
 use crate::sip::{self, Dialog};
+use crate::timestamps::{self, StampedReceiver};
+use nix::sys::socket::{sendto, MsgFlags};
 
 const SIP_TOKEN: u64 = u64::MAX - 1;
 
@@ -53,6 +65,10 @@ struct Counters {
     retransmissions: u64,
     echoed: u64,
     echo_errors: u64,
+    /// Probes echoed with a turnaround written in (a kernel receive time was there).
+    probes_stamped: u64,
+    /// Probes echoed without one (turnaround left 0).
+    probes_unstamped: u64,
 }
 
 struct Registration {
@@ -84,6 +100,7 @@ pub fn run(cfg: AnswerConfig) -> anyhow::Result<()> {
         // Room for bursts: an echo that is not read in time is loss we would blame on the relay.
         let _ =
             nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &(1 << 20));
+        timestamps::enable(&s).context("SO_TIMESTAMPNS on an RTP socket")?;
         reactor.add(&s, i as u64)?;
         pool.push(s);
     }
@@ -91,6 +108,7 @@ pub fn run(cfg: AnswerConfig) -> anyhow::Result<()> {
     let mut sessions: HashMap<String, Session> = HashMap::new();
     let mut counters = Counters::default();
     let mut buf = vec![0u8; 65536];
+    let mut stamped = StampedReceiver::new();
     let start = Instant::now();
     let cpu0 = cpu_time();
     let mut next_progress = start + Duration::from_secs(1);
@@ -175,11 +193,29 @@ pub fn run(cfg: AnswerConfig) -> anyhow::Result<()> {
                 }
             } else {
                 let s = &pool[token as usize];
-                match s.recv_from(&mut buf) {
-                    Ok((len, src)) => match s.send_to(&buf[..len], src) {
-                        Ok(_) => counters.echoed += 1,
-                        Err(_) => counters.echo_errors += 1,
-                    },
+                match stamped.recv(s, &mut buf) {
+                    Ok(d) => {
+                        let Some(src) = d.source else {
+                            counters.echo_errors += 1;
+                            continue;
+                        };
+                        let packet = &mut buf[..d.len];
+                        if rtp::is_probe(packet) {
+                            match d.received_ns {
+                                Some(t2) => {
+                                    // T3: right before the echo's send_to.
+                                    let t3 = timestamps::realtime_ns();
+                                    rtp::write_turnaround(packet, t3.saturating_sub(t2));
+                                    counters.probes_stamped += 1;
+                                }
+                                None => counters.probes_unstamped += 1,
+                            }
+                        }
+                        match sendto(s.as_raw_fd(), packet, &src, MsgFlags::empty()) {
+                            Ok(_) => counters.echoed += 1,
+                            Err(_) => counters.echo_errors += 1,
+                        }
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => counters.echo_errors += 1,
                 }
@@ -229,7 +265,8 @@ pub fn run(cfg: AnswerConfig) -> anyhow::Result<()> {
     let cpu = (cpu_time() - cpu0).as_secs_f64();
     println!(
         "SUMMARY loadgen_answer invites={} answered={} rejected={} acks_missing={} byes={} \
-         retransmissions={} rtp_echoed={} echo_errors={} loadgen_cpu_s={cpu:.2} wall_s={wall:.1} loadgen_cpu={:.1}%",
+         retransmissions={} rtp_echoed={} echo_errors={} probes_stamped={} probes_unstamped={} \
+         loadgen_cpu_s={cpu:.2} wall_s={wall:.1} loadgen_cpu={:.1}%",
         counters.invites,
         counters.answered,
         counters.rejected,
@@ -238,6 +275,8 @@ pub fn run(cfg: AnswerConfig) -> anyhow::Result<()> {
         counters.retransmissions,
         counters.echoed,
         counters.echo_errors,
+        counters.probes_stamped,
+        counters.probes_unstamped,
         100.0 * cpu / wall.max(1e-9)
     );
     Ok(())

@@ -10,6 +10,10 @@
 //!   all at once. Due times are absolute (epoch + k ms): a late wake-up sends late, never
 //!   drifts and never skips; the send lag is measured and reported.
 //!
+//! With `probe_every` > 0 the RTP sockets have kernel receive timestamps (`SO_TIMESTAMPNS`)
+//! and are read with `recvmsg`: a probe's echo then also gives the network round trip
+//! without either end's scheduling (see `rtp`'s module docs and `timestamps`).
+//!
 //! Retransmissions follow RFC 3261 §17.1: INVITE every T1, 2·T1, … until a provisional
 //! or final response or Timer B (64·T1); BYE likewise capped at T2 until Timer F.
 
@@ -21,8 +25,9 @@ use switchboard_sip::{Message, Method, Request, Response};
 
 use crate::hist::Histogram;
 use crate::reactor::{cpu_time, raise_fd_limit, Reactor, STOP, TIMER};
-use crate::rtp::{self, Codec, Receiver, Sender, Tone, PACKET_LEN};
+use crate::rtp::{self, Codec, ProbeStats, Receiver, Sender, Tone, PACKET_LEN};
 use crate::sip::{self, Dialog};
+use crate::timestamps::{self, StampedReceiver};
 
 pub const T1: Duration = Duration::from_millis(500);
 pub const T2: Duration = Duration::from_secs(4);
@@ -120,7 +125,7 @@ struct Counters {
 struct Stats {
     setup: Histogram,
     interarrival: Histogram,
-    rtt: Histogram,
+    probes: ProbeStats,
     send_lag: Histogram,
 }
 
@@ -154,6 +159,9 @@ pub fn run(cfg: CallConfig) -> anyhow::Result<()> {
     for i in 0..cfg.calls {
         let rtp = UdpSocket::bind((cfg.local_ip, 0)).context("binding an RTP socket")?;
         rtp.set_nonblocking(true)?;
+        if cfg.probe_every > 0 {
+            timestamps::enable(&rtp).context("SO_TIMESTAMPNS on an RTP socket")?;
+        }
         let rtp_port = rtp.local_addr()?.port();
         reactor.add(&rtp, i as u64)?;
         let credential = i % cfg.credentials.len();
@@ -220,9 +228,10 @@ pub fn run(cfg: CallConfig) -> anyhow::Result<()> {
     let mut stats = Stats {
         setup: Histogram::default(),
         interarrival: Histogram::default(),
-        rtt: Histogram::default(),
+        probes: ProbeStats::default(),
         send_lag: Histogram::default(),
     };
+    let mut stamped = StampedReceiver::new();
     let mut slots: Vec<Vec<usize>> = (0..SLOTS)
         .map(|_| Vec::with_capacity(cfg.calls / SLOTS + 1))
         .collect();
@@ -279,17 +288,28 @@ pub fn run(cfg: CallConfig) -> anyhow::Result<()> {
                 let idx = token as usize;
                 let c = &mut calls[idx];
                 // Level-triggered: one datagram per readiness (no EAGAIN round trip).
-                match c.rtp.recv(&mut rtp_buf) {
-                    Ok(len) if rtp::parse_header(&rtp_buf[..len]).is_some() => {
+                let got = if cfg.probe_every > 0 {
+                    stamped
+                        .recv(&c.rtp, &mut rtp_buf)
+                        .map(|d| (d.len, d.received_ns))
+                } else {
+                    c.rtp.recv(&mut rtp_buf).map(|len| (len, None))
+                };
+                match got {
+                    Ok((len, received_ns)) if rtp::parse_header(&rtp_buf[..len]).is_some() => {
                         counters.rtp_received += 1;
                         let mut shared = rtp::Shared {
                             epoch,
                             late_bound,
                             interarrival: &mut stats.interarrival,
-                            rtt: &mut stats.rtt,
+                            probes: &mut stats.probes,
                         };
-                        c.receiver
-                            .handle_packet(&rtp_buf[..len], Instant::now(), &mut shared);
+                        c.receiver.handle_packet(
+                            &rtp_buf[..len],
+                            Instant::now(),
+                            received_ns,
+                            &mut shared,
+                        );
                     }
                     Ok(_) => counters.rtp_bad += 1,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -313,12 +333,14 @@ pub fn run(cfg: CallConfig) -> anyhow::Result<()> {
                 let probe = cfg.probe_every > 0 && c.sender.sent % cfg.probe_every == 0;
                 let seq = c.sender.next_packet(&tone, pt, probe, &mut packet);
                 let t = Instant::now();
+                // T1: the realtime clock right before the send (the kernel stamps T4 on it).
+                let t1 = if probe { timestamps::realtime_ns() } else { 0 };
                 match c.rtp.send(&packet) {
                     Ok(_) => counters.rtp_sent += 1,
                     Err(_) => counters.rtp_send_errors += 1,
                 }
                 if probe {
-                    c.receiver.note_sent(seq, t);
+                    c.receiver.note_sent(seq, t, t1);
                 }
                 let lag = t.saturating_duration_since(due);
                 stats.send_lag.record(lag);
@@ -773,15 +795,23 @@ fn print_summary(
         }
         _ => "steady_s=0".to_string(),
     };
-    let rtt = if stats.rtt.count() > 0 {
-        format!(
-            " echo_rtt_ms {} (n={})",
-            stats.rtt.summary_ms(),
-            stats.rtt.count()
-        )
-    } else {
-        String::new()
-    };
+    let p = &stats.probes;
+    let mut rtt = String::new();
+    if p.rtt.count() > 0 {
+        rtt = format!(" echo_rtt_ms {} (n={})", p.rtt.summary_ms(), p.rtt.count());
+    }
+    // The kernel-stamped round trip minus the reflector's turnaround (RFC 5357 style).
+    if p.net_rtt.count() > 0 || p.net_negative > 0 || p.unstamped > 0 {
+        rtt += &format!(
+            " net_rtt_us {} (n={}) reflector_turnaround_us p50={} p99={} net_rtt_negative={} probes_unstamped={}",
+            p.net_rtt.summary_us(),
+            p.net_rtt.count(),
+            p.turnaround.quantile_us(0.5),
+            p.turnaround.quantile_us(0.99),
+            p.net_negative,
+            p.unstamped
+        );
+    }
     println!(
         "SUMMARY loadgen{} calls={} established={established} failed={failed} fail_reasons={fail_detail} \
          bye_ok={bye_ok} bye_failed={bye_failed} remote_bye={remote_bye} invites={} sip_retransmissions={} \

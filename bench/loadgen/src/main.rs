@@ -5,7 +5,7 @@
 //! - `call`: N calls to the server (digest auth), each streaming a 20 ms G.711 tone and
 //!   measuring what comes back (loss by sequence, jitter, late packets, echo round trips).
 //! - `answer`: a callee that REGISTERs, answers every INVITE and echoes its RTP (the far
-//!   end of the relay benchmark).
+//!   end of the relay benchmark), reporting its turnaround in latency probes.
 //!
 //! It refuses targets off the loopback network: it is a load generator for this machine.
 
@@ -15,6 +15,7 @@ mod hist;
 mod reactor;
 mod rtp;
 mod sip;
+mod timestamps;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -35,11 +35,24 @@
 # 200. Every 50th packet is a latency probe (a marker in its payload, which
 # the relay forwards untouched while it rewrites the RTP header), so the
 # caller measures the round trip through the relay twice (caller -> relay ->
-# callee -> relay -> caller, plus the callee's turnaround; nothing subtracted)
-# and end-to-end loss by sequence. No rtp_probe.py in these runs. Transcoded
-# runs keep SIPp (the callee must answer Opus).
+# callee -> relay -> caller) and end-to-end loss by sequence. Two figures:
+# relayed_rtt_* = userspace send to userspace receive (both generators'
+# scheduling included, nothing subtracted); relayed_net_rtt_* = TWAMP style
+# (RFC 5357): kernel receive stamps (SO_TIMESTAMPNS) at both ends, the callee
+# writes its turnaround (its kernel's receipt to its echo) into the probe and
+# the caller subtracts it, so what is left is the network: the sends, the
+# loopback, and the relay's two passes (with its own scheduling).
+# No rtp_probe.py in these runs. Transcoded runs keep SIPp (the callee must
+# answer Opus).
+# direct (GEN=loadgen only): the same N calls from `sb-loadgen call` straight
+# to `sb-loadgen answer` (INVITEs to the answerer's own SIP port, no REGISTER,
+# no auth, no relay): the baseline. Added latency per pass through a relay =
+# (relayed net RTT - direct net RTT) / 2 at p50 and p99, printed by
+# tools/media_summary.py when a direct line with the same call count is in the
+# same lines.log (or in DIRECT_LINES=another lines.log).
 #
-# usage: media.sh [switchboard|rtpengine|both]   (default both)
+# usage: media.sh [switchboard|rtpengine|both|direct|all]   (default both)
+#   both = switchboard then rtpengine; all = direct, switchboard, rtpengine
 # env: CALLS ("100 250 500"), MEDIA_SECS (30), RAMP_SECS (10), WINDOW_SECS (15),
 #      TRANSCODE ("1 20"), TC_SECS (20), RTP_RANGE (12000-14999: relay ports,
 #      below the ephemeral range that free_ports draws from),
@@ -51,6 +64,7 @@
 #      NO_BUILD=1,
 #      SB_EXTRA_ARGS (more `switchboard serve` flags, e.g. "--media-threads 0"),
 #      PIN=1 (GEN=loadgen only: the relay's threads on CPU 0, both generators on CPU 1),
+#      DIRECT_LINES (for the summary: a lines.log with direct lines),
 #      LOAD_MAX (1.0), LOAD_WAIT (600), OUT
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd); ROOT=$(dirname "$HERE")
@@ -59,6 +73,8 @@ CALLS=${CALLS:-100 250 500}; MEDIA_SECS=${MEDIA_SECS:-30}; RAMP_SECS=${RAMP_SECS
 WINDOW_SECS=${WINDOW_SECS:-15}; TRANSCODE=${TRANSCODE:-1 20}; TC_SECS=${TC_SECS:-20}
 RTP_RANGE=${RTP_RANGE:-12000-14999}; RTP_LO=${RTP_RANGE%-*}; RTP_HI=${RTP_RANGE#*-}
 GEN=${GEN:-sipp}; LOADGEN=$ROOT/target/release/sb-loadgen
+case $WHICH in switchboard|rtpengine|both|direct|all) ;;
+  *) echo "usage: media.sh [switchboard|rtpengine|both|direct|all]" >&2; exit 2 ;; esac
 OUT=${OUT:-$HERE/results/media-$(date +%Y%m%d-%H%M%S)}; mkdir -p "$OUT"
 RESULTS=$OUT/common source "$HERE/common.sh"
 set +e
@@ -120,14 +136,16 @@ relay_drops() {  # PID... -> "drops sockets": kernel receive drops (/proc/net/ud
 }
 sb_metric() { curl -s "http://$SB_HTTP/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 relay_counts() {  # -> "received sent" (Switchboard) or "relayed relayed" (rtpengine)
-  if [ "$SIDE" = switchboard ]; then
+  if [ "$SIDE" = direct ]; then echo "0 0"
+  elif [ "$SIDE" = switchboard ]; then
     echo "$(sb_metric switchboard_rtp_packets_received_total) $(sb_metric switchboard_rtp_packets_sent_total)"
   else
     local r; read -r r _ < <(python3 "$TOOLS/rtpe_relayed.py" "127.0.0.1:$RTPE_CLI" || echo na na); echo "$r $r"
   fi
 }
 cur_sessions() {
-  if [ "$SIDE" = switchboard ]; then sb_metric switchboard_media_sessions
+  if [ "$SIDE" = direct ]; then echo na
+  elif [ "$SIDE" = switchboard ]; then sb_metric switchboard_media_sessions
   else python3 "$TOOLS/rtpe_relayed.py" "127.0.0.1:$RTPE_CLI" | awk '{print $2}'; fi
 }
 cpu_pct() { awk -v t="$1" -v s="$2" -v hz="$CLK_TCK" 'BEGIN{ if (s <= 0) s = 1; printf "%.1f", 100 * t / hz / s }'; }
@@ -229,7 +247,8 @@ ctx_switches() {
 # TE=1 with GEN=loadgen: both ends offer/answer telephone-event (no in-band detection needed)
 LG_TE=""; [ "${TE:-0}" = 1 ] && LG_TE="--telephone-event"
 
-# one_run_loadgen LABEL N: a relayed run with sb-loadgen on both ends (GEN=loadgen)
+# one_run_loadgen LABEL N: a relayed run with sb-loadgen on both ends (GEN=loadgen);
+# SIDE=direct: no relay (TARGET is the answerer's own SIP address, it registers nowhere)
 one_run_loadgen() {
   local label=$1 n=$2
   local d=$OUT/$SIDE-$label; mkdir -p "$d"
@@ -242,12 +261,15 @@ one_run_loadgen() {
     local p; for p in $RELAY_PID $SIP_PID; do taskset -a -cp 0 "$p" >/dev/null || die "taskset failed"; done
     pin_gen=(taskset -c 1)
   fi
-  "${pin_gen[@]}" "$LOADGEN" answer --server "$TARGET" --listen "127.0.0.1:$UAS_PORT" --user uas --password uas \
+  local ans_user=(--user uas --password uas)
+  [ "$SIDE" = direct ] && ans_user=()
+  "${pin_gen[@]}" "$LOADGEN" answer --server "$TARGET" --listen "127.0.0.1:$UAS_PORT" "${ans_user[@]}" \
     --max-calls $(( n + 10 )) --duration $(( MEDIA_SECS + RAMP_SECS + 120 )) $LG_TE >"$d/answer.out" 2>"$d/answer.err" &
   local ans_pid=$! i
   PIDS+=("$ans_pid")
   for i in $(seq 1 50); do grep -q '^READY\|^REGISTER_FAILED' "$d/answer.out" && break; sleep 0.2; done
-  grep -q 'registered=uas' "$d/answer.out" || echo "# note: the answerer did not register: $(cat "$d/answer.out")"
+  if [ "$SIDE" = direct ]; then grep -q '^READY' "$d/answer.out" || echo "# note: the answerer is not ready: $(cat "$d/answer.out")"
+  else grep -q 'registered=uas' "$d/answer.out" || echo "# note: the answerer did not register: $(cat "$d/answer.out")"; fi
   sleep 0.5
   local c0 c1 drops0 drops1 c0b c1b
   read -r c0 c1 < <(relay_counts)
@@ -285,6 +307,11 @@ one_run_loadgen() {
   ok=$(field established "$lg"); failed=$(field failed "$lg"); sent=$(field rtp_sent "$lg")
   echoed=$(field rtp_echoed "$ans"); e2e=$(field loss_pct "$lg")
   rtt50=$(echo "$lg" | sed -n 's/.*echo_rtt_ms p50=\([0-9.]*\).*/\1/p'); rtt99=$(echo "$lg" | sed -n 's/.*echo_rtt_ms p50=[0-9.]* p99=\([0-9.]*\).*/\1/p')
+  # the kernel-stamped round trip minus the callee's turnaround (µs), and that turnaround
+  local net50 net99 net999 ta50 ta99
+  net50=$(echo "$lg" | sed -n 's/.* net_rtt_us p50=\([0-9]*\).*/\1/p'); net99=$(echo "$lg" | sed -n 's/.* net_rtt_us p50=[0-9]* p99=\([0-9]*\).*/\1/p')
+  net999=$(echo "$lg" | sed -n 's/.* net_rtt_us p50=[0-9]* p99=[0-9]* p999=\([0-9]*\).*/\1/p')
+  ta50=$(echo "$lg" | sed -n 's/.* reflector_turnaround_us p50=\([0-9]*\).*/\1/p'); ta99=$(echo "$lg" | sed -n 's/.* reflector_turnaround_us p50=[0-9]* p99=\([0-9]*\).*/\1/p')
   local relay_cpu sip_cpu uac_cpu uas_cpu machine_cpu
   relay_cpu=$(cpu_pct $((r1 - r0)) "$wall"); sip_cpu=$(cpu_pct $((k1 - k0)) "$wall")
   uac_cpu=$(cpu_pct $((a1 - a0)) "$wall"); uas_cpu=$(cpu_pct $((u1 - u0)) "$wall")
@@ -298,7 +325,10 @@ one_run_loadgen() {
   local pps; pps=$(awk -v o="$rout" -v s="$MEDIA_SECS" 'BEGIN{printf "%.0f", o / s}')
   local us50 us99
   us50=$(awk -v m="${rtt50:-0}" 'BEGIN{printf "%.0f", m * 1000}'); us99=$(awk -v m="${rtt99:-0}" 'BEGIN{printf "%.0f", m * 1000}')
-  LINE="$SIDE $label calls=$n ok=$ok failed=$failed sessions_in_window=$sess wall_s=$wall cpu_relay=${relay_cpu}% cpu_relay_per_100_calls=${per100}% cpu_relay_per_call=${percall}% cpu_sip=${sip_cpu}% cpu_uac=${uac_cpu}% cpu_uas=${uas_cpu}% cpu_machine=${machine_cpu}% relayed_in=$rin relayed_out=$rout expected=$expected loss_pct=$loss pps_relayed=$pps relay_sock_drops=${sockdrops% *} relay_sockets=${sockdrops#* } udp_drops_all=$((drops1 - drops0)) relay_ctx_switches_per_s=$(awk -v a="$cs0" -v b="$cs1" -v w="$wall" 'BEGIN{printf "%.0f", (b - a) / w}') gen=loadgen load_before=$load_before e2e_loss_pct=$e2e relayed_rtt_p50_us=$us50 relayed_rtt_p99_us=$us99"
+  if [ "$SIDE" = direct ]; then  # nothing relays: no relay loss, rate or CPU share
+    loss=na; pps=na; per100=na; percall=na; sess=na
+  fi
+  LINE="$SIDE $label calls=$n ok=$ok failed=$failed sessions_in_window=$sess wall_s=$wall cpu_relay=${relay_cpu}% cpu_relay_per_100_calls=${per100}% cpu_relay_per_call=${percall}% cpu_sip=${sip_cpu}% cpu_uac=${uac_cpu}% cpu_uas=${uas_cpu}% cpu_machine=${machine_cpu}% relayed_in=$rin relayed_out=$rout expected=$expected loss_pct=$loss pps_relayed=$pps relay_sock_drops=${sockdrops% *} relay_sockets=${sockdrops#* } udp_drops_all=$((drops1 - drops0)) relay_ctx_switches_per_s=$(awk -v a="$cs0" -v b="$cs1" -v w="$wall" 'BEGIN{printf "%.0f", (b - a) / w}') gen=loadgen load_before=$load_before e2e_loss_pct=$e2e relayed_rtt_p50_us=$us50 relayed_rtt_p99_us=$us99 relayed_net_rtt_p50_us=${net50:-na} relayed_net_rtt_p99_us=${net99:-na} relayed_net_rtt_p999_us=${net999:-na} reflector_turnaround_p50_us=${ta50:-na} reflector_turnaround_p99_us=${ta99:-na}"
   echo "$LINE" | tee -a "$OUT/lines.log"
   echo "  loadgen: $lg" | tee -a "$OUT/lines-loadgen.log"
   echo "  answer: $ans" | tee -a "$OUT/lines-loadgen.log"
@@ -352,12 +382,31 @@ run_rtpengine() {
   stop_pid "$SIP_PID"; stop_pid "$RELAY_PID"
 }
 
+# --- direct: sb-loadgen call straight to sb-loadgen answer, no relay -------------
+run_direct() {
+  SIDE=direct
+  read -r UAS_PORT PUAS_PORT < <(free_ports 2)
+  TARGET=127.0.0.1:$UAS_PORT; RELAY_PID=""; SIP_PID=""
+  echo "# direct: sb-loadgen call -> sb-loadgen answer at $TARGET (no relay, no REGISTER, no auth)" | tee -a "$OUT/header.txt"
+  local n
+  for n in $CALLS; do one_run_loadgen "relay-$n" "$n"; done
+}
+
+case $WHICH in direct|all) [ "$GEN" = loadgen ] || die "$WHICH: the direct side needs GEN=loadgen" ;; esac
+if [ "$GEN" = loadgen ] && [ "${NO_BUILD:-0}" != 1 ] && [ "$WHICH" != switchboard ] && [ "$WHICH" != both ] && [ "$WHICH" != all ]; then
+  # run_switchboard builds both; the other sides need only the generator
+  (cd "$ROOT" && nice -n 19 cargo build --release -p switchboard-loadgen 2>&1 | tail -1) || die "build failed"
+fi
+[ "$GEN" != loadgen ] || [ -x "$LOADGEN" ] || [ "$WHICH" = switchboard ] || [ "$WHICH" = both ] || [ "$WHICH" = all ] \
+  || die "$LOADGEN missing (cargo build --release -p switchboard-loadgen)"
+
 {
 echo "# media $(date -u +%Y-%m-%dT%H:%MZ) host=$(hostname) cpus=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "# kernel $(uname -r); $(sipp -v 2>/dev/null | grep -o 'SIPp v[0-9.]*' | head -1); GEN=$GEN PIN=${PIN:-0} TE=${TE:-0} ECHO_BUF=${ECHO_BUF:-default} CALLS=$CALLS MEDIA_SECS=$MEDIA_SECS RAMP_SECS=$RAMP_SECS WINDOW_SECS=$WINDOW_SECS TRANSCODE=$TRANSCODE TC_SECS=$TC_SECS ports=$RTP_RANGE"
+echo "# kernel $(uname -r); $(sipp -v 2>/dev/null | grep -o 'SIPp v[0-9.]*' | head -1); GEN=$GEN WHICH=$WHICH PIN=${PIN:-0} SB_EXTRA_ARGS=${SB_EXTRA_ARGS:-none} TE=${TE:-0} ECHO_BUF=${ECHO_BUF:-default} CALLS=$CALLS MEDIA_SECS=$MEDIA_SECS RAMP_SECS=$RAMP_SECS WINDOW_SECS=$WINDOW_SECS TRANSCODE=$TRANSCODE TC_SECS=$TC_SECS ports=$RTP_RANGE"
 } | tee "$OUT/header.txt"
-[ "$WHICH" != rtpengine ] && run_switchboard
-[ "$WHICH" != switchboard ] && run_rtpengine
+case $WHICH in direct|all) run_direct ;; esac
+case $WHICH in switchboard|both|all) run_switchboard ;; esac
+case $WHICH in rtpengine|both|all) run_rtpengine ;; esac
 
 echo
 echo "==== media SUMMARY ($OUT) ===="

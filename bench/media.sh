@@ -64,7 +64,8 @@
 #      NO_BUILD=1,
 #      SB_EXTRA_ARGS (more `switchboard serve` flags, e.g. "--media-threads 0"),
 #      PIN=1 (GEN=loadgen only: the relay's threads on CPU 0, both generators on CPU 1),
-#      DIRECT_LINES (for the summary: a lines.log with direct lines),
+#      RTPE_SCHED ("POLICY [PRIORITY]", e.g. "rr 10": rtpengine's --scheduling/--priority;
+#      unset = its default), DIRECT_LINES (for the summary: a lines.log with direct lines),
 #      LOAD_MAX (1.0), LOAD_WAIT (600), OUT
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd); ROOT=$(dirname "$HERE")
@@ -372,7 +373,7 @@ run_rtpengine() {
   SIP_PID=$(KAM_RTPE_NG=127.0.0.1:$ng "$HERE/kamailio/start.sh" invite_auth "$kport" "$TMP/kam") \
     || { echo "kamailio failed"; return 1; }
   PIDS+=("$SIP_PID")
-  echo "# $(rtpengine --version 2>&1 | head -1) (userspace, --table=-1, ${RTPE_THREADS:-2} threads); kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}') invite_auth + WITH_RTPENGINE" | tee -a "$OUT/header.txt"
+  echo "# $(rtpengine --version 2>&1 | head -1) (userspace, --table=-1, ${RTPE_THREADS:-2} threads, RTPE_SCHED=${RTPE_SCHED:-default}); kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}') invite_auth + WITH_RTPENGINE" | tee -a "$OUT/header.txt"
   TARGET=127.0.0.1:$kport
   local n
   for n in $CALLS; do
@@ -402,7 +403,7 @@ fi
 
 {
 echo "# media $(date -u +%Y-%m-%dT%H:%MZ) host=$(hostname) cpus=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "# kernel $(uname -r); $(sipp -v 2>/dev/null | grep -o 'SIPp v[0-9.]*' | head -1); GEN=$GEN WHICH=$WHICH PIN=${PIN:-0} SB_EXTRA_ARGS=${SB_EXTRA_ARGS:-none} TE=${TE:-0} ECHO_BUF=${ECHO_BUF:-default} CALLS=$CALLS MEDIA_SECS=$MEDIA_SECS RAMP_SECS=$RAMP_SECS WINDOW_SECS=$WINDOW_SECS TRANSCODE=$TRANSCODE TC_SECS=$TC_SECS ports=$RTP_RANGE"
+echo "# kernel $(uname -r); $(sipp -v 2>/dev/null | grep -o 'SIPp v[0-9.]*' | head -1); GEN=$GEN WHICH=$WHICH PIN=${PIN:-0} RTPE_SCHED=${RTPE_SCHED:-default} SB_EXTRA_ARGS=${SB_EXTRA_ARGS:-none} TE=${TE:-0} ECHO_BUF=${ECHO_BUF:-default} CALLS=$CALLS MEDIA_SECS=$MEDIA_SECS RAMP_SECS=$RAMP_SECS WINDOW_SECS=$WINDOW_SECS TRANSCODE=$TRANSCODE TC_SECS=$TC_SECS ports=$RTP_RANGE"
 } | tee "$OUT/header.txt"
 case $WHICH in direct|all) run_direct ;; esac
 case $WHICH in switchboard|both|all) run_switchboard ;; esac

@@ -619,6 +619,18 @@ fn opus_and_pcmu_phones_hear_each_others_tone_through_the_transcoder() {
         "no Transcoding media event between opus and pcmu in the server log:\n{log}"
     );
     server.wait_metric("switchboard_media_sessions", 0.0, SETUP_DEADLINE);
+    // Both directions were re-encoded for the length of the call (50 frames a second
+    // each way), and the frames concealed are few: at most the 10 that end each of the
+    // two decoded streams, plus a little loss on a busy machine.
+    let metrics = server.metrics();
+    let encoded = metric_sum(&metrics, "switchboard_rtp_transcoded_frames_total").unwrap_or(0.0);
+    let concealed = metric_sum(&metrics, "switchboard_rtp_concealed_frames_total").unwrap_or(-1.0);
+    eprintln!("transcoded frames {encoded}, concealed {concealed}");
+    assert!(encoded >= 100.0, "frames encoded: {encoded}");
+    assert!(
+        (0.0..=encoded / 10.0).contains(&concealed),
+        "frames concealed: {concealed} of {encoded}"
+    );
 }
 
 #[test]

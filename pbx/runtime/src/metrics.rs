@@ -37,6 +37,8 @@ pub struct Metrics {
     pub dialplan_reload_failures: AtomicU64,
     pub dialplan_loaded_at: AtomicU64,
     pub rtp_muted_dropped: AtomicU64,
+    pub rtp_transcoded_frames: AtomicU64,
+    pub rtp_concealed_frames: AtomicU64,
     pub call_records_written: AtomicU64,
     pub call_record_errors: AtomicU64,
     pub call_records_dropped: AtomicU64,
@@ -123,6 +125,10 @@ impl Metrics {
             .fetch_add(s.unexpected_source, Relaxed);
         self.rtp_malformed.fetch_add(s.malformed, Relaxed);
         self.rtp_muted_dropped.fetch_add(s.muted_dropped, Relaxed);
+        self.rtp_transcoded_frames
+            .fetch_add(s.transcoded_frames, Relaxed);
+        self.rtp_concealed_frames
+            .fetch_add(s.concealed_frames, Relaxed);
     }
     pub(crate) fn count_call_record_written(&self) {
         self.call_records_written.fetch_add(1, Relaxed);
@@ -311,6 +317,18 @@ impl Metrics {
                 "counter",
                 "RTP not relayed because its sender was muted (finished sessions).",
                 g(&self.rtp_muted_dropped),
+            ),
+            (
+                "switchboard_rtp_transcoded_frames_total",
+                "counter",
+                "Frames the server encoded: audio transcoded between the legs' codecs, and prompts or music it played (finished sessions).",
+                g(&self.rtp_transcoded_frames),
+            ),
+            (
+                "switchboard_rtp_concealed_frames_total",
+                "counter",
+                "Frames a transcoding leg concealed: packets lost, too late, or after its stream stopped, up to the jitter buffer's 200 ms (finished sessions).",
+                g(&self.rtp_concealed_frames),
             ),
             (
                 "switchboard_call_records_written_total",

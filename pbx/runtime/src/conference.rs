@@ -250,7 +250,7 @@ async fn run_room(
                         mixer.handle_packet(*id, bytes, now);
                     });
                     // RTCP is read only so that it does not pile up in the socket.
-                    rtcp.try_drain(usize::MAX, |_, _| {});
+                    rtcp.try_drain(64, |_, _| {});
                 }
                 mixer.tick(now);
                 while let Some(t) = mixer.poll_transmit() {

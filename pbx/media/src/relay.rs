@@ -735,14 +735,16 @@ impl MediaSession {
         };
         // The address the peer's SDP gave: a latch made before it was heard from (the
         // previous party's trailing packets after a transfer reconfigured the leg) yields
-        // to it.
-        let declared = state.config.as_ref().and_then(|c| match kind {
-            PacketKind::Rtp => c.remote_rtp,
-            PacketKind::Rtcp => c.remote_rtcp,
-        });
+        // to it. Looked up only when the latch does not match (not per packet).
+        let declared = |config: &Option<LegConfig>| {
+            config.as_ref().and_then(|c| match kind {
+                PacketKind::Rtp => c.remote_rtp,
+                PacketKind::Rtcp => c.remote_rtcp,
+            })
+        };
         match latch {
             Some(addr) if *addr == from => true,
-            Some(_) if declared == Some(from) => {
+            Some(_) if declared(&state.config) == Some(from) => {
                 *latch = Some(from);
                 if kind == PacketKind::Rtp {
                     self.events

@@ -550,11 +550,15 @@ impl Engine {
         let parked = call.parked.is_some();
         let alone = !self.side_present(key, 1 - side);
         // The transferor of an attended transfer, or the referrer of a move into a room,
-        // hanging up before the move is done.
-        let referrer_left = self
-            .referred_room_move(key)
-            .or_else(|| self.attended_move(key))
-            .is_some_and(|moving| moving != side);
+        // hanging up before the move is done. Both moves are our re-INVITE (in flight or
+        // to be retried): only then are the client transactions searched, not on every
+        // ordinary hang-up.
+        let moving = call.own_reinvite || call.reinvite_retry.is_some();
+        let referrer_left = moving
+            && self
+                .referred_room_move(key)
+                .or_else(|| self.attended_move(key))
+                .is_some_and(|moving| moving != side);
         if ring_side.is_none() && !parked && !alone && !referrer_left {
             return false;
         }

@@ -1129,7 +1129,20 @@ impl Engine {
         status: u16,
         now: Instant,
     ) {
-        let resp = Response::for_request(req, status, reason_phrase(status), None);
+        self.reply_in_dialog_because(id, req, status, reason_phrase(status), now);
+    }
+
+    /// As [`Engine::reply_in_dialog`], with a reason phrase that says why (a refusal's
+    /// own text).
+    pub(crate) fn reply_in_dialog_because(
+        &mut self,
+        id: ServerTxId,
+        req: &Request,
+        status: u16,
+        reason: &str,
+        now: Instant,
+    ) {
+        let resp = Response::for_request(req, status, reason, None);
         self.respond(id, resp, now);
     }
 

@@ -671,26 +671,17 @@ impl Engine {
         let Some(participant) = self.conference_dialog(call_id, tag) else {
             return false;
         };
-        let reply = |engine: &mut Engine, status: u16| {
-            let resp = Response::for_request(
-                req,
-                status,
-                switchboard_sip::message::reason_phrase(status),
-                None,
-            );
-            engine.respond(id, resp, now);
-        };
         match req.method {
             Method::Bye => {
-                reply(self, 200);
+                self.reply_in_dialog(id, req, 200, now);
                 self.remove_participant(participant);
             }
             Method::Invite | Method::Update => self.conference_reoffer(id, req, participant, now),
             Method::Refer => self.conference_refer(id, req, participant, now),
             // The answer to a NOTIFY of ours crossing one of theirs; nothing to do.
-            Method::Notify => reply(self, 200),
+            Method::Notify => self.reply_in_dialog(id, req, 200, now),
             // Key presses mean nothing in a room yet; keep-alive OPTIONS are answered.
-            Method::Info | Method::Options => reply(self, 200),
+            Method::Info | Method::Options => self.reply_in_dialog(id, req, 200, now),
             _ => {
                 let mut resp = Response::for_request(req, 405, "Method Not Allowed", None);
                 resp.headers.push(HeaderName::Allow, ALLOW);
@@ -1580,10 +1571,7 @@ impl Engine {
                 self.reply_in_dialog(id, req, 202, now);
                 self.notify_refer(call, &notify, 100, now);
             }
-            Err(e) => {
-                let resp = Response::for_request(req, refer_refusal(&e), &e.to_string(), None);
-                self.respond(id, resp, now);
-            }
+            Err(e) => self.reply_in_dialog_because(id, req, refer_refusal(&e), &e.to_string(), now),
         }
     }
 
@@ -1617,8 +1605,7 @@ impl Engine {
     /// the outcome is reported by NOTIFY when the call-out ends.
     fn conference_refer(&mut self, id: ServerTxId, req: &Request, participant: u64, now: Instant) {
         let answer = |engine: &mut Engine, status: u16, reason: &str| {
-            let resp = Response::for_request(req, status, reason, None);
-            engine.respond(id, resp, now);
+            engine.reply_in_dialog_because(id, req, status, reason, now);
         };
         let Some(refer_to) = req
             .headers
@@ -1702,22 +1689,17 @@ impl Engine {
                 {
                     o.referred_by = Some(participant);
                 }
-                let resp = Response::for_request(req, 202, "Accepted", None);
-                self.respond(id, resp, now);
+                self.reply_in_dialog(id, req, 202, now);
                 self.notify_participant(participant, 100, now);
             }
-            Ok(_) => {
-                let resp = Response::for_request(req, 500, "Server Internal Error", None);
-                self.respond(id, resp, now);
-            }
+            Ok(_) => self.reply_in_dialog(id, req, 500, now),
             Err(e) => {
                 let status = match e {
                     // Already in the room, or already being called into it.
                     CommandError::Conflict(_) => 486,
                     ref other => refer_refusal(other),
                 };
-                let resp = Response::for_request(req, status, &e.to_string(), None);
-                self.respond(id, resp, now);
+                self.reply_in_dialog_because(id, req, status, &e.to_string(), now);
             }
         }
     }
